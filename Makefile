@@ -1,0 +1,31 @@
+# The two quick-start commands (see README): `make serve` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test lint migrate bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+serve: $(BIN)/.installed
+	$(BIN)/spotik serve
+
+migrate: $(BIN)/.installed
+	$(BIN)/spotik migrate
+
+# The whole suite: SQLite and PostgreSQL, Redis, WebSockets, the real server process. Set CI=true to turn an
+# unreachable PostgreSQL or Redis into a failure instead of a loud skip.
+test: $(BIN)/.installed
+	bash scripts/install-test-tools.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) storage

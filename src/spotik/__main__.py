@@ -1,0 +1,3 @@
+from spotik.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""``spotik serve | migrate``: the operator's entry points."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+from spotik.settings import Settings, describe_validation_error
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print(f"spotik: {describe_validation_error(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as exc:  # e.g. a config/*.yml file that is not a mapping
+        print(f"spotik: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def serve(settings: Settings, host: str | None, port: int | None) -> None:
+    import uvicorn
+
+    from spotik.app import create_app
+    from spotik.db.migrate import migrate
+    from spotik.logs import configure_logging
+
+    configure_logging(settings)
+    if settings.auto_migrate:
+        print(f"spotik: {migrate(settings).describe()}", file=sys.stderr)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_timeout),
+        ws_per_message_deflate=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="spotik", description="Spotik collaborative listening rooms")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the HTTP and WebSocket server")
+    serve_parser.add_argument("--host", help="interface to bind (default from settings: 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port to bind (default from settings: 8000)")
+    commands.add_parser("migrate", help="apply database migrations to the configured database")
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    if args.command == "serve":
+        serve(settings, args.host, args.port)
+    elif args.command == "migrate":
+        from spotik.db.migrate import migrate
+        from spotik.logs import configure_logging
+
+        configure_logging(settings)
+        print(f"spotik: {migrate(settings).describe()}", file=sys.stderr)

@@ -1,0 +1,215 @@
+"""One settings object: embedded defaults < config/*.yml < environment variables < explicit arguments.
+
+Environment variables use the seed's and the Laravel backend's names (``JWT_SECRET``, ``DB_POOL_MAX``,
+``SLOW_QUERY_THRESHOLD`` …): each setting's environment variable is its field name in upper case. The
+environment is chosen by ``SPOTIK_ENV`` (development, testing, production).
+
+YAML layering, later wins: ``default.yml``; the seed's ``performance.yml``, ``cache.yml`` and ``database.yml``
+(each with a ``default:`` section and one section per environment); then ``<env>.yml``.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote
+
+import yaml
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_JWT_SECRET = "spotik-insecure-development-secret-change-me!"  # noqa: S105 - refused in production
+MIN_JWT_SECRET_LENGTH = 32
+SEED_FILES = ("performance.yml", "cache.yml", "database.yml")
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TESTING = "testing"
+    PRODUCTION = "production"
+
+
+def _default_config_dir() -> Path:
+    # An editable/source checkout keeps config/ beside src/; an installed wheel falls back to ./config.
+    beside_source = Path(__file__).resolve().parents[2] / "config"
+    return beside_source if beside_source.is_dir() else Path("config")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
+def load_yaml_layers(config_dir: Path, env: str) -> dict[str, Any]:
+    merged: dict[str, Any] = dict(_read_yaml(config_dir / "default.yml"))
+    for name in SEED_FILES:
+        sections = _read_yaml(config_dir / name)
+        merged.update(sections.get("default") or {})
+        merged.update(sections.get(env) or {})
+    merged.update(_read_yaml(config_dir / f"{env}.yml"))
+    return merged
+
+
+class _YamlLayers(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], config_dir: Path, env: str) -> None:
+        super().__init__(settings_cls)
+        self._data = load_yaml_layers(config_dir, env)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        known = set(self.settings_cls.model_fields)
+        return {key: value for key, value in self._data.items() if key in known}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", validate_default=True)
+
+    env: Environment = Field(default=Environment.DEVELOPMENT, validation_alias=AliasChoices("SPOTIK_ENV", "env"))
+    debug: bool = False
+
+    # HTTP server
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    graceful_shutdown_timeout: float = Field(default=10.0, gt=0)
+
+    # Database: DATABASE_URL, else DB_HOST & co (PostgreSQL), else a SQLite file under storage_path.
+    database_url: str | None = None
+    db_host: str | None = None
+    db_port: int = Field(default=5432, ge=1, le=65535)
+    db_database: str = "spotik"
+    db_username: str = "spotik_user"
+    db_password: str = ""
+    db_pool_max: int = Field(default=10, ge=1, le=1000)
+    db_pool_timeout: float = Field(default=5.0, gt=0)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    db_pool_recycle: float = Field(default=10.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    auto_migrate: bool = True
+
+    # Storage
+    storage_path: Path = Path("./storage")
+    audio_storage_path: Path | None = None
+    public_storage_path: Path | None = None
+    max_upload_mb: int = Field(default=50, ge=1, le=10_240)
+
+    # Auth (the Laravel backend's names)
+    jwt_secret: str = DEFAULT_JWT_SECRET
+    jwt_ttl: int = Field(default=60, ge=1)  # minutes
+    jwt_refresh_ttl: int = Field(default=20160, ge=1)  # minutes, counted from the original iat
+    jwt_blacklist_enabled: bool = True
+    jwt_leeway: int = Field(default=0, ge=0)  # seconds
+    bcrypt_cost: int = Field(default=12, ge=4, le=31)
+
+    # Shared infrastructure
+    redis_url: str | None = None
+
+    # Browsers: exact origins, "*" for any, or "loopback" for any http(s) origin on a loopback host.
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # Logging
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["json", "console"] = "console"
+
+    # Monitoring and protection (the seed's names)
+    enable_performance_monitoring: bool = True
+    slow_query_threshold: float = Field(default=1000.0, gt=0)  # ms
+    slow_request_threshold: float = Field(default=2000.0, gt=0)  # ms
+    rate_limiting_enabled: bool = True
+    max_requests_per_hour: int = Field(default=1000, ge=1)
+    ws_max_connections: int = Field(default=1000, ge=1)
+    ws_ping_interval: float = Field(default=30.0, gt=0)  # s
+    ws_activity_timeout: float = Field(default=600.0, gt=0)  # s
+    cache_enabled: bool = True
+    cache_ttl: int = Field(default=300, ge=0)  # s
+    performance_admins: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment must be known before the YAML layers are chosen; this is the one place that reads it.
+        env = os.environ.get("SPOTIK_ENV", Environment.DEVELOPMENT.value).strip().lower()
+        config_dir = Path(os.environ.get("SPOTIK_CONFIG_DIR") or _default_config_dir())
+        yaml_layers = _YamlLayers(settings_cls, config_dir, env)
+        return init_settings, env_settings, yaml_layers
+
+    @field_validator("cors_origins", "performance_admins", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_weak_secrets(self) -> Settings:
+        if self.env is Environment.PRODUCTION:
+            if self.jwt_secret == DEFAULT_JWT_SECRET:
+                raise ValueError("JWT_SECRET must be set in production (the built-in default is refused)")
+            if len(self.jwt_secret.encode()) < MIN_JWT_SECRET_LENGTH:
+                raise ValueError(f"JWT_SECRET must be at least {MIN_JWT_SECRET_LENGTH} bytes in production")
+        return self
+
+    @property
+    def audio_root(self) -> Path:
+        return (self.audio_storage_path or self.storage_path / "audio").resolve()
+
+    @property
+    def public_root(self) -> Path:
+        return (self.public_storage_path or self.storage_path / "public").resolve()
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        if self.db_host:
+            user = quote(self.db_username, safe="")
+            password = f":{quote(self.db_password, safe='')}" if self.db_password else ""
+            return (
+                f"postgresql+asyncpg://{user}{password}@{self.db_host}:{self.db_port}/"
+                f"{quote(self.db_database, safe='')}"
+            )
+        return f"sqlite+aiosqlite:///{(self.storage_path / 'spotik.sqlite3').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the usual spellings (postgres://, postgresql://, sqlite:///) and pick the async drivers."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    return url
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming the setting (as its environment variable) and the problem."""
+    first = error.errors()[0]
+    location = [str(part) for part in first.get("loc", ()) if part != "__root__"]
+    name = location[0].upper() if location else ""
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not name:
+        return f"invalid settings: {message}"
+    value = first.get("input")
+    shown = f"={value!r}" if isinstance(value, str | int | float) and "SECRET" not in name else ""
+    return f"invalid setting {name}{shown}: {message}"
