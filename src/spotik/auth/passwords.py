@@ -1,0 +1,34 @@
+"""bcrypt, interchangeable with Laravel: verifies $2a$/$2b$/$2y$, writes $2y$ (same algorithm, PHP's prefix)."""
+
+from __future__ import annotations
+
+import bcrypt
+from anyio import to_thread
+
+# Verified against when the e-mail is unknown, so that a login takes as long whether or not the account exists.
+_DUMMY_HASH = bcrypt.hashpw(b"spotik-timing-equaliser", bcrypt.gensalt(4))
+
+
+def _hash(password: str, cost: int) -> str:
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
+    return "$2y$" + hashed[4:]
+
+
+def _verify(password: str, hashed: str | None) -> bool:
+    if hashed is None:
+        bcrypt.checkpw(password.encode()[:72], _DUMMY_HASH)
+        return False
+    if hashed.startswith("$2y$"):
+        hashed = "$2b$" + hashed[4:]
+    try:
+        return bcrypt.checkpw(password.encode(), hashed.encode())
+    except ValueError:  # not a bcrypt hash, or a password over 72 bytes
+        return False
+
+
+async def hash_password(password: str, cost: int) -> str:
+    return await to_thread.run_sync(_hash, password, cost)
+
+
+async def verify_password(password: str, hashed: str | None) -> bool:
+    return await to_thread.run_sync(_verify, password, hashed)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from spotik.auth.models import JwtBlacklist, User
+from spotik.db.base import utcnow
+from spotik.db.upsert import insert_ignore
+
+
+async def user_for_token(session: AsyncSession, user_id: uuid.UUID, jti: str) -> tuple[User | None, bool]:
+    """The token's user and whether the token is revoked, in one query (no extra round trip per request)."""
+    revoked = exists().where(JwtBlacklist.jti == jti).label("revoked")
+    row = (await session.execute(select(User, revoked).where(User.id == user_id))).first()
+    if row is None:  # rare: the account is gone; the revocation still decides 401 before 404
+        return None, await is_revoked(session, jti)
+    return row[0], bool(row[1])
+
+
+async def is_revoked(session: AsyncSession, jti: str) -> bool:
+    return bool(await session.scalar(select(exists().where(JwtBlacklist.jti == jti))))
+
+
+async def user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == email))
+
+
+async def taken(session: AsyncSession, *, username: str, email: str) -> tuple[bool, bool]:
+    row = (
+        await session.execute(
+            select(
+                select(User.id).where(User.username == username).exists(),
+                select(User.id).where(User.email == email).exists(),
+            )
+        )
+    ).one()
+    return bool(row[0]), bool(row[1])
+
+
+async def revoke(session: AsyncSession, jti: str, expires_at: datetime) -> bool:
+    """Blacklist ``jti``; False when it already was (so a token can be refreshed only once)."""
+    now = utcnow()
+    return await insert_ignore(
+        session,
+        JwtBlacklist.__table__,  # type: ignore[arg-type]
+        {"jti": jti, "expires_at": expires_at, "created_at": now, "updated_at": now},
+    )
+
+
+async def purge_expired_revocations(session: AsyncSession) -> int:
+    result = await session.execute(delete(JwtBlacklist).where(JwtBlacklist.expires_at < utcnow()))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from spotik.auth import service
+from spotik.auth.schemas import token_payload, user_brief, user_full
+from spotik.deps import BearerToken, CurrentUser, SessionDep, StateDep
+from spotik.errors import JSONResponse
+from spotik.http.input import read_input
+from spotik.http.responses import ok
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+@router.post("/register", status_code=201)
+async def register_user(request: Request, state: StateDep, session: SessionDep) -> JSONResponse:
+    user, token = await service.register(
+        session,
+        state.tokens,
+        data=await read_input(request),
+        bcrypt_cost=state.settings.bcrypt_cost,
+        issuer=str(request.url.replace(query="")),
+    )
+    data = {"user": user_brief(user), **token_payload(token, state.tokens.ttl_seconds)}
+    return ok("User registered successfully", data, status_code=201)
+
+
+@router.post("/login")
+async def log_in(request: Request, state: StateDep, session: SessionDep) -> JSONResponse:
+    user, token = await service.login(
+        session, state.tokens, data=await read_input(request), issuer=str(request.url.replace(query=""))
+    )
+    return ok("Login successful", {"user": user_brief(user), **token_payload(token, state.tokens.ttl_seconds)})
+
+
+@router.post("/refresh")
+async def refresh_token(request: Request, token: BearerToken, state: StateDep, session: SessionDep) -> JSONResponse:
+    new_token = await service.refresh(session, state.tokens, token=token, issuer=str(request.url.replace(query="")))
+    return ok("Token refreshed successfully", token_payload(new_token, state.tokens.ttl_seconds))
+
+
+@router.post("/logout")
+async def log_out(token: BearerToken, state: StateDep, session: SessionDep) -> JSONResponse:
+    await service.logout(session, state.tokens, token=token)
+    return ok("Successfully logged out")
+
+
+@router.get("/me")
+async def me(user: CurrentUser) -> JSONResponse:
+    return ok("User retrieved successfully", {"user": user_full(user)})

@@ -1,0 +1,118 @@
+"""Registration, login, token refresh and revocation (contract §2.2, §5, D6)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from spotik.auth import repository
+from spotik.auth.models import User
+from spotik.auth.passwords import hash_password, verify_password
+from spotik.auth.tokens import Claims, TokenError, TokenProblem, TokenService
+from spotik.errors import NotFound, Unauthorized, ValidationFailed
+from spotik.validation import Field, confirmed, email, max_bytes, max_chars, min_chars, string, unique_taken, validate
+
+REGISTER_FIELDS = {
+    "username": Field((string, max_chars(50))),
+    "email": Field((string, email, max_chars(255))),
+    # bcrypt reads at most 72 bytes; longer passwords would be silently truncated, so they are refused.
+    "password": Field((string, min_chars(8), max_bytes(72), confirmed)),
+}
+LOGIN_FIELDS = {
+    "email": Field((string, email)),
+    "password": Field((string,)),
+}
+
+INVALID_CREDENTIALS = Unauthorized("Invalid credentials", error="Invalid credentials")
+
+
+def token_failure(problem: TokenProblem) -> Unauthorized:
+    if problem is TokenProblem.EXPIRED:
+        return Unauthorized("Token has expired", error="Token expired")
+    return Unauthorized("Token is invalid", error="Invalid token")
+
+
+async def register(
+    session: AsyncSession, tokens: TokenService, *, data: dict[str, Any], bcrypt_cost: int, issuer: str
+) -> tuple[User, str]:
+    values = validate(data, REGISTER_FIELDS)
+    username_taken, email_taken = await repository.taken(session, username=values["username"], email=values["email"])
+    taken_errors = {
+        name: [unique_taken(name)]
+        for name, is_taken in (("username", username_taken), ("email", email_taken))
+        if is_taken
+    }
+    if taken_errors:
+        raise ValidationFailed(taken_errors)
+    user = User(
+        username=values["username"],
+        email=values["email"],
+        password_hash=await hash_password(values["password"], bcrypt_cost),
+    )
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:  # lost a race with an identical registration
+        await session.rollback()
+        raise ValidationFailed({"email": [unique_taken("email")]}) from None
+    return user, tokens.issue(user.id, issuer)
+
+
+async def login(session: AsyncSession, tokens: TokenService, *, data: dict[str, Any], issuer: str) -> tuple[User, str]:
+    values = validate(data, LOGIN_FIELDS)
+    user = await repository.user_by_email(session, values["email"])
+    # Same answer, and the same bcrypt work, whether or not the account exists (no user enumeration).
+    password_ok = await verify_password(values["password"], user.password_hash if user else None)
+    if user is None or not password_ok:
+        raise INVALID_CREDENTIALS
+    return user, tokens.issue(user.id, issuer)
+
+
+async def authenticate(session: AsyncSession, tokens: TokenService, token: str) -> tuple[Claims, User]:
+    try:
+        claims = tokens.decode(token)
+    except TokenError as exc:
+        raise token_failure(exc.problem) from None
+    user, revoked = await repository.user_for_token(session, claims.user_id, claims.jti)
+    if revoked:
+        raise token_failure(TokenProblem.INVALID)
+    if user is None:
+        raise NotFound("User not found", error="User not found")
+    return claims, user
+
+
+async def refresh(session: AsyncSession, tokens: TokenService, *, token: str | None, issuer: str) -> str:
+    if token is None:
+        raise Unauthorized("Token not provided", error="Token absent")
+    try:
+        claims = tokens.decode(token, allow_expired=True)
+    except TokenError as exc:
+        if exc.problem is TokenProblem.EXPIRED:
+            raise Unauthorized("Token has expired and cannot be refreshed", error="Token expired") from None
+        raise token_failure(exc.problem) from None
+    # Revoking first makes refresh single-use even when two requests race with the same token.
+    if not await _revoke(session, tokens, claims):
+        raise token_failure(TokenProblem.INVALID)
+    await session.commit()
+    return tokens.issue(claims.user_id, issuer, original_iat=claims.iat)
+
+
+async def logout(session: AsyncSession, tokens: TokenService, *, token: str | None) -> None:
+    if token is None:
+        return
+    try:
+        claims = tokens.decode(token, allow_expired=True)
+    except TokenError:
+        return
+    await _revoke(session, tokens, claims)
+    await session.commit()
+
+
+async def _revoke(session: AsyncSession, tokens: TokenService, claims: Claims) -> bool:
+    if not tokens.blacklist_enabled:
+        return True
+    expires_at = datetime.fromtimestamp(tokens.revocation_expiry(claims), UTC)
+    return await repository.revoke(session, claims.jti, expires_at)
