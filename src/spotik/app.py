@@ -1,0 +1,74 @@
+"""create_app(settings): the middleware list, the routers and the error handlers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from spotik.auth.router import router as auth_router
+from spotik.errors import ApiError, JSONResponse, error_response
+from spotik.health.router import router as health_router
+from spotik.http.cors import CORSMiddleware, cors_options
+from spotik.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
+from spotik.lifespan import build_lifespan
+from spotik.settings import Settings
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    path = request.url.path.lstrip("/")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        return error_response(404, f"The route {path} could not be found.", "Not Found")
+    if exc.status_code == 405:
+        allowed = headers.get("Allow", "")
+        message = f"The {request.method} method is not supported for route {path}. Supported methods: {allowed}."
+        response = error_response(405, message, "Method Not Allowed")
+        response.headers.update(headers)
+        return response
+    response = error_response(exc.status_code, str(exc.detail), str(exc.detail))
+    response.headers.update(headers)
+    return response
+
+
+async def _request_validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors: dict[str, list[str]] = {}
+    for item in exc.errors():
+        if item.get("type") == "json_invalid":
+            return error_response(400, "Malformed JSON in request body", "Invalid JSON")
+        location = [str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path")]
+        errors.setdefault(".".join(location) or "input", []).append(str(item.get("msg")))
+    return ApiError("Validation failed", errors=errors, status_code=422).response()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="Spotik",
+        version="0.1.0",
+        lifespan=build_lifespan(settings),
+        default_response_class=JSONResponse,
+        middleware=[
+            # Outermost first. CORS wraps the error handler so that browsers can read errors too.
+            Middleware(RequestIdMiddleware),
+            Middleware(CORSMiddleware, **cors_options(settings.cors_origins)),
+            Middleware(UnhandledErrorMiddleware),
+        ],
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            RequestValidationError: _request_validation_error,
+        },
+    )
+    app.include_router(health_router)
+    app.include_router(auth_router)
+    return app

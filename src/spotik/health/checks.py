@@ -1,0 +1,66 @@
+"""Component checks shared by /api/health and the readiness probe."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from anyio import to_thread
+from sqlalchemy import text
+
+from spotik.state import AppState
+
+
+async def check_database(state: AppState) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        async with state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        status, error = "healthy", None
+    except Exception as exc:  # any failure to reach the database is what this check reports
+        status, error = "unhealthy", type(exc).__name__
+    result: dict[str, Any] = {
+        "status": status,
+        "response_time": round((time.perf_counter() - started) * 1000, 2),
+        "connection": "ok" if error is None else "failed",
+        "driver": state.engine.dialect.name,
+    }
+    if error:
+        result["error"] = error
+    return result
+
+
+def _write_probe(directory: Path) -> None:
+    probe = directory / f".health-{uuid.uuid4().hex}"
+    probe.write_bytes(b"ok")
+    try:
+        if probe.read_bytes() != b"ok":
+            raise OSError("read back differs")
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+async def check_storage(state: AppState) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        for directory in (state.settings.audio_root, state.settings.public_root):
+            await to_thread.run_sync(_write_probe, directory)
+        status, error = "healthy", None
+    except OSError as exc:
+        status, error = "unhealthy", type(exc).__name__
+    result: dict[str, Any] = {
+        "status": status,
+        "response_time": round((time.perf_counter() - started) * 1000, 2),
+        "read_write": error is None,
+    }
+    if error:
+        result["error"] = error
+    return result
+
+
+async def run_checks(state: AppState) -> tuple[str, dict[str, Any]]:
+    checks = {"database": await check_database(state), "storage": await check_storage(state)}
+    overall = "healthy" if all(c["status"] == "healthy" for c in checks.values()) else "unhealthy"
+    return overall, checks

@@ -1,0 +1,52 @@
+"""Ping, time, health and the liveness/readiness probes."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+
+from spotik.deps import StateDep
+from spotik.errors import JSONResponse
+from spotik.health.checks import run_checks
+from spotik.timefmt import iso, now_iso
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/api/ping")
+async def ping() -> JSONResponse:
+    return JSONResponse({"status": "ok", "timestamp": now_iso()})
+
+
+@router.get("/api/time")
+async def server_time() -> JSONResponse:
+    now = datetime.now(UTC)
+    return JSONResponse(
+        {"timestamp": iso(now), "unix_timestamp": int(now.timestamp()), "timezone": "UTC"},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/api/health")
+async def health(state: StateDep) -> JSONResponse:
+    status, checks = await run_checks(state)
+    body = {"status": status, "timestamp": now_iso(), "checks": checks}
+    return JSONResponse(body, status_code=200 if status == "healthy" else 503)
+
+
+@router.get("/live")
+async def live(state: StateDep) -> JSONResponse:
+    """Liveness: the process answers. No dependency is checked (a database outage must not restart it)."""
+    uptime = time.monotonic() - state.started_monotonic
+    return JSONResponse({"alive": True, "timestamp": now_iso(), "uptime": round(uptime, 3)})
+
+
+@router.get("/ready")
+async def ready(state: StateDep) -> JSONResponse:
+    """Readiness: database reachable and storage writable, else 503 so a load balancer routes elsewhere."""
+    status, checks = await run_checks(state)
+    ready_now = status == "healthy"
+    body = {"ready": ready_now, "timestamp": now_iso(), "checks": {k: v["status"] for k, v in checks.items()}}
+    return JSONResponse(body, status_code=200 if ready_now else 503)

@@ -1,0 +1,100 @@
+"""Pure ASGI middleware of the foundation: request ids and the last-resort error handler.
+
+(The monitoring stack — timing, rate limits, security headers, gzip — lives in ``spotik.performance``.)
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import sqlalchemy.exc
+import structlog
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from spotik.errors import error_response
+
+# A dependency that is down or saturated (database unreachable, pool exhausted) is an overload, not a bug: 503.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+log = structlog.get_logger("spotik.http")
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (the client's ``X-Request-ID`` if sane), binds it to the logs and echoes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = incoming if SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class UnhandledErrorMiddleware:
+    """Turns an unexpected exception into a 500 in the contract's envelope: a request id, never a trace.
+
+    It sits inside the CORS middleware so that browsers can read the error too.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            request_id = scope.get("state", {}).get("request_id", "")
+            unavailable = isinstance(exc, UNAVAILABLE)
+            log.error(
+                "dependency unavailable" if unavailable else "unhandled error",
+                path=scope.get("path"),
+                method=scope.get("method"),
+                error=repr(exc),
+                exc_info=not unavailable,
+            )
+            if started:
+                raise
+            if unavailable:
+                response = error_response(
+                    503, "Service temporarily unavailable", "Service unavailable", request_id=request_id
+                )
+                response.headers["Retry-After"] = "5"
+            else:
+                response = error_response(500, "Server Error", "Internal server error", request_id=request_id)
+            await response(scope, receive, send)
