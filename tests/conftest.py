@@ -26,6 +26,7 @@ from spotik.app import create_app
 from spotik.db.migrate import migrate
 from spotik.genres.models import SEEDED_GENRES
 from spotik.settings import Settings
+from spotik.state import AppState
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_HOST = os.environ.get("SPOTIK_TEST_PG_HOST", "127.0.0.1")
@@ -152,10 +153,21 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with LifespanManager(application) as manager:
-        yield manager.app  # type: ignore[misc]
+async def lifespan(settings: Settings) -> AsyncIterator[LifespanManager]:
+    async with LifespanManager(create_app(settings)) as manager:
+        yield manager
+
+
+@pytest.fixture
+def app(lifespan: LifespanManager) -> FastAPI:
+    return lifespan.app  # type: ignore[return-value]
+
+
+@pytest.fixture
+def state(lifespan: LifespanManager) -> AppState:
+    """The running app's state (engine, event bus, settings …), as its dependencies see it."""
+    app_state: AppState = lifespan._state["spotik"]
+    return app_state
 
 
 @pytest.fixture

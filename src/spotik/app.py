@@ -9,13 +9,20 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+import spotik.db.models  # noqa: F401 - every mapper registered before the first query
 from spotik.auth.router import router as auth_router
+from spotik.covers.router import router as covers_router
 from spotik.errors import ApiError, JSONResponse, error_response
+from spotik.genres.router import router as genres_router
 from spotik.health.router import router as health_router
 from spotik.http.cors import CORSMiddleware, cors_options
 from spotik.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
 from spotik.lifespan import build_lifespan
+from spotik.playback.router import router as playback_router
+from spotik.playlists.router import router as playlists_router
+from spotik.rooms.router import router as rooms_router
 from spotik.settings import Settings
+from spotik.tracks.router import router as tracks_router
 
 
 async def _api_error(_request: Request, exc: Exception) -> Response:
@@ -69,6 +76,15 @@ def create_app(settings: Settings) -> FastAPI:
             RequestValidationError: _request_validation_error,
         },
     )
-    app.include_router(health_router)
-    app.include_router(auth_router)
+    for router in (
+        health_router,
+        auth_router,
+        rooms_router,
+        tracks_router,
+        playback_router,
+        genres_router,
+        playlists_router,
+        covers_router,
+    ):
+        app.include_router(router)
     return app

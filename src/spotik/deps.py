@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -12,7 +13,9 @@ from starlette.requests import HTTPConnection
 from spotik.auth.models import User
 from spotik.auth.service import authenticate
 from spotik.auth.tokens import Claims
-from spotik.errors import Unauthorized
+from spotik.errors import NotFound, Unauthorized
+from spotik.rooms.models import Room
+from spotik.rooms.repository import get_room
 from spotik.state import AppState
 
 
@@ -55,3 +58,22 @@ async def current_user(auth: Annotated[tuple[Claims, User], Depends(current_clai
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+async def room_from_path(room: str, session: SessionDep) -> Room:
+    """``{room}`` route binding: an unknown or malformed id is a 404 (never a 422 or a 500)."""
+    room_id = parse_uuid(room)
+    found = await get_room(session, room_id) if room_id else None
+    if found is None:
+        raise NotFound("Room not found", error="Room not found")
+    return found
+
+
+RoomDep = Annotated[Room, Depends(room_from_path)]

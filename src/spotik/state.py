@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from spotik.auth.tokens import TokenService
+from spotik.events import LocalEventBus
 from spotik.settings import Settings
 
 
@@ -17,5 +18,6 @@ class AppState:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     tokens: TokenService
+    events: LocalEventBus = field(default_factory=LocalEventBus)
     started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)

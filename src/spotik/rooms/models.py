@@ -2,11 +2,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint, false, func, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from spotik.db.base import UUID, Base, UTCDateTime, utcnow, uuid7
+
+if TYPE_CHECKING:
+    from spotik.auth.models import User
+    from spotik.tracks.models import Track
 
 
 class Room(Base):
@@ -44,6 +49,14 @@ class Room(Base):
     created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
+    # Relationships never load lazily (async): ask for them with selectinload/joinedload. Deletes cascade in the
+    # database (ON DELETE CASCADE), so they are issued as DELETE statements, not through these collections.
+    administrator: Mapped[User] = relationship(lazy="raise", foreign_keys=[administrator_id])
+    current_track: Mapped[Track | None] = relationship(lazy="raise", foreign_keys=[current_track_id])
+    participants: Mapped[list[RoomParticipant]] = relationship(
+        lazy="raise", order_by="RoomParticipant.joined_at", viewonly=True
+    )
+
 
 class RoomParticipant(Base):
     __tablename__ = "room_participants"
@@ -63,3 +76,5 @@ class RoomParticipant(Base):
         UUID, ForeignKey("users.id", ondelete="CASCADE", name="room_participants_user_id_foreign")
     )
     joined_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, server_default=func.current_timestamp())
+
+    user: Mapped[User] = relationship(lazy="raise")

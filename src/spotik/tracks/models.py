@@ -2,11 +2,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, func, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from spotik.db.base import UUID, Base, UTCDateTime, utcnow, uuid7
+
+if TYPE_CHECKING:
+    from spotik.auth.models import User
+    from spotik.genres.models import Genre
 
 
 class Track(Base):
@@ -55,6 +60,9 @@ class Track(Base):
     played_at: Mapped[datetime | None] = mapped_column(UTCDateTime(6), default=None)
     created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    uploader: Mapped[User] = relationship(lazy="raise")
+    genre: Mapped[Genre | None] = relationship(lazy="raise")
 
 
 class TrackVote(Base):

@@ -1,0 +1,90 @@
+"""Room and participant shapes (Laravel's RoomResource / RoomParticipantResource, with contract D11's fixes).
+
+* A participant's ``id`` is the **user's** id (``participant_id`` is the membership row): the client adds users from
+  ``user_joined`` events and removes them by user id, so REST entries must use the same key (§9.7).
+* Rooms carry ``administrator_id`` and ``track_count`` (§9.8); the room detail also carries the requesting ``user``
+  (§9.6).
+* ``current_playback_position`` is always 0: rooms carry the pause-adjusted virtual start, and the client adds a
+  non-zero position to the time elapsed since it, so anything else would be counted twice (§4.5). The exact
+  position is in ``GET …/playback/status``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from spotik.auth.models import User
+from spotik.auth.schemas import user_full
+from spotik.rooms.models import Room, RoomParticipant
+from spotik.timefmt import iso
+from spotik.tracks.models import Track
+from spotik.tracks.schemas import track_resource
+
+
+def duration_in_room(joined_at: datetime | None, now: datetime | None = None) -> str:
+    if joined_at is None:
+        return "Just joined"
+    minutes = int(((now or datetime.now(UTC)) - joined_at).total_seconds() // 60)
+    for size, unit in ((1440, "day"), (60, "hour"), (1, "minute")):
+        if minutes >= size:
+            count = minutes // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return "Just joined"
+
+
+def participant_resource(participant: RoomParticipant, *, administrator_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "id": str(participant.user_id),
+        "participant_id": str(participant.id),
+        "user_id": str(participant.user_id),
+        "room_id": str(participant.room_id),
+        "joined_at": iso(participant.joined_at),
+        "duration_in_room": duration_in_room(participant.joined_at),
+        "is_administrator": participant.user_id == administrator_id,
+        "user": user_full(participant.user),
+        "username": participant.user.username,
+    }
+
+
+def room_resource(
+    room: Room,
+    *,
+    viewer_id: uuid.UUID,
+    track_count: int,
+    cover_url: str | None,
+    track_queue: list[Track] | None = None,
+    voted_track_ids: frozenset[uuid.UUID] = frozenset(),
+    viewer: User | None = None,
+) -> dict[str, Any]:
+    """``room`` must come with ``administrator``, ``current_track`` (+ uploader, genre) and ``participants.user``."""
+    participants = room.participants
+    current = room.current_track
+    body: dict[str, Any] = {
+        "id": str(room.id),
+        "name": room.name,
+        "administrator_id": str(room.administrator_id),
+        "current_track_id": str(room.current_track_id) if room.current_track_id else None,
+        "is_playing": room.is_playing,
+        "playback_started_at": iso(room.playback_started_at),
+        "playback_paused_at": iso(room.playback_paused_at),
+        "current_playback_position": 0,
+        "created_at": iso(room.created_at),
+        "updated_at": iso(room.updated_at),
+        "administrator": user_full(room.administrator),
+        "current_track": (
+            track_resource(current, has_voted=current.id in voted_track_ids) if current is not None else None
+        ),
+        "participants": [participant_resource(p, administrator_id=room.administrator_id) for p in participants],
+        "participant_count": len(participants),
+        "track_count": track_count,
+        "cover_url": cover_url,
+        "is_administrator": room.administrator_id == viewer_id,
+        "is_participant": any(p.user_id == viewer_id for p in participants),
+    }
+    if track_queue is not None:
+        body["track_queue"] = [track_resource(t, has_voted=t.id in voted_track_ids) for t in track_queue]
+    if viewer is not None:
+        body["user"] = user_full(viewer)
+    return body
