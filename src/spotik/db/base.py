@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -15,19 +16,37 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 
-def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 v7).
+class _MonotonicUuid7:
+    """Time-ordered UUIDs (RFC 9562 v7), strictly increasing within this process.
 
-    Python 3.11 has no uuid7, and this is eight lines. Time order matters: Laravel's HasUuids also writes
-    time-ordered ids, so ``ORDER BY created_at, id`` gives a stable upload order even though ``created_at`` has
-    whole-second precision in the Laravel schema.
+    Python 3.11 has no uuid7. Order matters: Laravel's HasUuids also writes time-ordered ids, and
+    ``ORDER BY created_at, id`` must give the upload order although ``created_at`` has whole-second precision in
+    the Laravel schema — so ids made within the same millisecond must still increase (RFC 9562 §6.2, method 2:
+    the random part is incremented instead of redrawn when the clock has not moved past the last id).
     """
-    millis = time.time_ns() // 1_000_000
-    value = (millis & 0xFFFF_FFFF_FFFF) << 80
-    value |= int.from_bytes(os.urandom(10), "big") & ((1 << 80) - 1)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return uuid.UUID(int=value)
+
+    def __init__(self) -> None:
+        self._millis = 0
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> uuid.UUID:
+        now = time.time_ns() // 1_000_000
+        with self._lock:
+            if now > self._millis:
+                self._millis, self._counter = now, int.from_bytes(os.urandom(2), "big") & 0x7FF
+            else:  # same millisecond (or the clock went back): count up, spilling into the next millisecond
+                self._counter += 1
+                if self._counter > 0xFFF:
+                    self._millis, self._counter = self._millis + 1, 0
+            millis, counter = self._millis, self._counter
+        random_tail = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+        # 48-bit ms timestamp | version 7 | 12-bit counter | variant 0b10 | 62 random bits
+        value = (millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64 | 0x2 << 62 | random_tail
+        return uuid.UUID(int=value)
+
+
+uuid7 = _MonotonicUuid7()
 
 
 def utcnow() -> datetime:

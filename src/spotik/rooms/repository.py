@@ -49,7 +49,7 @@ async def track_counts(session: AsyncSession, room_ids: Sequence[uuid.UUID]) -> 
         .where(Track.room_id.in_(room_ids), Track.played_at.is_(None))
         .group_by(Track.room_id)
     )
-    return {room_id: count for room_id, count in (await session.execute(statement)).tuples()}
+    return {room_id: count for room_id, count in (await session.execute(statement)).all()}
 
 
 async def membership(session: AsyncSession, room_id: uuid.UUID, user_id: uuid.UUID) -> RoomParticipant | None:

@@ -1,0 +1,199 @@
+"""Rooms and membership (contract §2.3, §3.3; D4 events; D11 fixes)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from anyio import to_thread
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from spotik.auth.models import User
+from spotik.auth.schemas import user_full
+from spotik.covers.storage import ROOM_COVERS, TRACK_COVERS, cover_urls
+from spotik.db.base import utcnow, uuid7
+from spotik.db.upsert import insert_ignore
+from spotik.errors import Forbidden, NotFound
+from spotik.events import DomainEvent, EventBus
+from spotik.rooms import repository
+from spotik.rooms.models import Room, RoomParticipant
+from spotik.rooms.schemas import participant_resource, room_resource
+from spotik.settings import Settings
+from spotik.timefmt import iso, now_iso
+from spotik.tracks.models import Track
+from spotik.tracks.repository import queue_tracks, voted_track_ids
+from spotik.validation import Field, max_chars, string, validate
+
+NAME_FIELDS = {"name": Field((string, max_chars(100)))}
+
+
+async def list_rooms(session: AsyncSession, settings: Settings, *, viewer: User) -> list[dict[str, Any]]:
+    rooms = await repository.rooms_with_graph(session)
+    ids = [room.id for room in rooms]
+    counts = await repository.track_counts(session, ids)
+    covers = await to_thread.run_sync(cover_urls, settings.public_root, ROOM_COVERS, ids)
+    return [
+        room_resource(room, viewer_id=viewer.id, track_count=counts.get(room.id, 0), cover_url=covers.get(room.id))
+        for room in rooms
+    ]
+
+
+async def room_payload(
+    session: AsyncSession, settings: Settings, room_id: uuid.UUID, *, viewer: User, detail: bool = False
+) -> dict[str, Any]:
+    room = await repository.room_with_graph(session, room_id)
+    if room is None:
+        raise NotFound("Room not found", error="Room not found")
+    queue = list(await queue_tracks(session, room_id)) if detail else None
+    voted = await voted_track_ids(session, viewer.id, room_id) if detail or room.current_track_id else frozenset()
+    covers = await to_thread.run_sync(cover_urls, settings.public_root, ROOM_COVERS, [room_id])
+    return room_resource(
+        room,
+        viewer_id=viewer.id,
+        track_count=len(queue)
+        if queue is not None
+        else (await repository.track_counts(session, [room_id])).get(room_id, 0),
+        cover_url=covers.get(room_id),
+        track_queue=queue,
+        voted_track_ids=voted,
+        viewer=viewer if detail else None,
+    )
+
+
+async def create_room(
+    session: AsyncSession, settings: Settings, *, creator: User, data: dict[str, Any]
+) -> dict[str, Any]:
+    values = validate(data, NAME_FIELDS)
+    room = Room(name=values["name"], administrator_id=creator.id)
+    session.add(room)
+    await session.flush()
+    session.add(RoomParticipant(room_id=room.id, user_id=creator.id))
+    await session.commit()
+    return await room_payload(session, settings, room.id, viewer=creator)
+
+
+def _require_admin(room: Room, user: User, action: str) -> None:
+    if room.administrator_id != user.id:
+        raise Forbidden(f"Unauthorized. Only room administrator can {action}.", error="Insufficient permissions")
+
+
+async def update_room(
+    session: AsyncSession, settings: Settings, bus: EventBus, *, room: Room, user: User, data: dict[str, Any]
+) -> dict[str, Any]:
+    _require_admin(room, user, "update room settings")
+    fields = {"name": NAME_FIELDS["name"]} if "name" in data else {}
+    values = validate(data, fields)
+    if "name" in values:
+        room.name = values["name"]
+        room.updated_at = utcnow()
+    await session.commit()
+    payload = await room_payload(session, settings, room.id, viewer=user)
+    if values:
+        await bus.publish(
+            DomainEvent("room_updated", room.id, {"room_id": str(room.id), "room": payload, "timestamp": now_iso()})
+        )
+    return payload
+
+
+def _remove_room_files(settings: Settings, room_id: uuid.UUID, tracks: list[tuple[uuid.UUID, str]]) -> None:
+    audio_root, public_root = settings.audio_root, settings.public_root
+    files = [audio_root / file_path for _, file_path in tracks if file_path and ".." not in file_path]
+    covers = [
+        *cover_urls(public_root, TRACK_COVERS, [track_id for track_id, _ in tracks]).values(),
+        *cover_urls(public_root, ROOM_COVERS, [room_id]).values(),
+    ]
+    files += [public_root / url.removeprefix("/api/storage/") for url in covers]
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
+async def delete_room(session: AsyncSession, settings: Settings, bus: EventBus, *, room: Room, user: User) -> None:
+    _require_admin(room, user, "delete the room")
+    rows = await session.execute(select(Track.id, Track.file_path).where(Track.room_id == room.id))
+    tracks = [(track_id, file_path) for track_id, file_path in rows.all()]
+    room_id, room_name = room.id, room.name
+    await session.execute(delete(Room).where(Room.id == room_id))  # tracks, votes, memberships cascade
+    await session.commit()
+    # Files go after the commit: a failed delete must not leave rows pointing at missing files.
+    await to_thread.run_sync(_remove_room_files, settings, room_id, tracks)
+    await bus.publish(
+        DomainEvent(
+            "room_deleted",
+            room_id,
+            {
+                "room_id": str(room_id),
+                "room_name": room_name,
+                "reason": "deleted_by_administrator",
+                "timestamp": now_iso(),
+            },
+        )
+    )
+
+
+async def _membership_event(session: AsyncSession, kind: str, room: Room, user: User, message: str) -> DomainEvent:
+    participants = await repository.participants_with_users(session, room.id)
+    return DomainEvent(
+        kind,
+        room.id,
+        {
+            "room_id": str(room.id),
+            "user": user_full(user),
+            "participant_count": len(participants),
+            "participants": [participant_resource(p, administrator_id=room.administrator_id) for p in participants],
+            "message": message,
+            "timestamp": now_iso(),
+        },
+    )
+
+
+async def join_room(
+    session: AsyncSession, settings: Settings, bus: EventBus, *, room: Room, user: User
+) -> tuple[bool, dict[str, Any]]:
+    """Idempotent: joining twice answers with the existing membership (the client re-joins on reconnect)."""
+    inserted = await insert_ignore(
+        session,
+        RoomParticipant.__table__,  # type: ignore[arg-type]
+        {"id": uuid7(), "room_id": room.id, "user_id": user.id, "joined_at": utcnow()},
+    )
+    await session.commit()
+    membership = await repository.membership(session, room.id, user.id)
+    assert membership is not None
+    payload = {
+        "room": await room_payload(session, settings, room.id, viewer=user),
+        "participant": {
+            "id": str(membership.id),
+            "room_id": str(membership.room_id),
+            "user_id": str(membership.user_id),
+            "joined_at": now_iso() if membership.joined_at is None else _iso(membership),
+        },
+    }
+    if inserted:
+        await bus.publish(
+            await _membership_event(session, "user_joined", room, user, f"{user.username} joined the room")
+        )
+    return inserted, payload
+
+
+def _iso(membership: RoomParticipant) -> str:
+
+    return iso(membership.joined_at) or ""
+
+
+async def leave_room(session: AsyncSession, bus: EventBus, *, room: Room, user: User) -> None:
+    if room.administrator_id == user.id:
+        raise Forbidden(
+            "Room administrator cannot leave the room. Delete the room instead.", error="Administrator cannot leave"
+        )
+    result = await session.execute(
+        delete(RoomParticipant).where(RoomParticipant.room_id == room.id, RoomParticipant.user_id == user.id)
+    )
+    if not getattr(result, "rowcount", 0):
+        raise NotFound("You are not a participant in this room", error="Not a participant")
+    await session.commit()
+    await bus.publish(await _membership_event(session, "user_left", room, user, f"{user.username} left the room"))
+
+
+async def list_participants(session: AsyncSession, *, room: Room) -> list[dict[str, Any]]:
+    participants = await repository.participants_with_users(session, room.id)
+    return [participant_resource(p, administrator_id=room.administrator_id) for p in participants]
