@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from spotik.db.base import UUID, Base, UTCDateTime, utcnow, uuid7
+from spotik.db.base import UUID, Base, UTCDateTime, utcnow_seconds, uuid7
 
 
 class User(Base):
@@ -25,8 +25,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(50))
     email: Mapped[str] = mapped_column(String(255))
     password_hash: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds, onupdate=utcnow_seconds)
 
 
 class JwtBlacklist(Base):
@@ -37,5 +37,5 @@ class JwtBlacklist(Base):
 
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds)

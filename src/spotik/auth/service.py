@@ -26,7 +26,9 @@ LOGIN_FIELDS = {
     "password": Field((string,)),
 }
 
-INVALID_CREDENTIALS = Unauthorized("Invalid credentials", error="Invalid credentials")
+
+def invalid_credentials() -> Unauthorized:
+    return Unauthorized("Invalid credentials", error="Invalid credentials")
 
 
 def token_failure(problem: TokenProblem) -> Unauthorized:
@@ -67,7 +69,7 @@ async def login(session: AsyncSession, tokens: TokenService, *, data: dict[str, 
     # Same answer, and the same bcrypt work, whether or not the account exists (no user enumeration).
     password_ok = await verify_password(values["password"], user.password_hash if user else None)
     if user is None or not password_ok:
-        raise INVALID_CREDENTIALS
+        raise invalid_credentials()
     return user, tokens.issue(user.id, issuer)
 
 

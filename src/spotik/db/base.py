@@ -53,6 +53,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def utcnow_seconds() -> datetime:
+    """Now, truncated to the whole second: what a Laravel ``timestamp(0)`` column keeps (PostgreSQL would round),
+    so a value returned right after a write is the value every later read returns."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in Python, naive UTC values in the database (Laravel's ``timestamp without time zone``).
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from spotik.db.base import Base, UTCDateTime, utcnow
+from spotik.db.base import Base, UTCDateTime, utcnow_seconds
 
 # The seeded genres (Laravel's GenreSeeder), inserted by the first migration when absent.
 SEEDED_GENRES: tuple[tuple[str, str, str], ...] = (
@@ -30,5 +30,5 @@ class Genre(Base):
     name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str | None] = mapped_column(String(500), default=None)
     color: Mapped[str] = mapped_column(String(7), default="#6366f1", server_default=text("'#6366f1'"))
-    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds, onupdate=utcnow_seconds)

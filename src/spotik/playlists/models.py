@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from spotik.db.base import UUID, Base, UTCDateTime, utcnow
+from spotik.db.base import UUID, Base, UTCDateTime, utcnow_seconds
 
 _BIGINT = BigInteger().with_variant(Integer, "sqlite")
 
@@ -22,8 +22,8 @@ class Playlist(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         UUID, ForeignKey("users.id", ondelete="CASCADE", name="playlists_user_id_foreign")
     )
-    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds, onupdate=utcnow_seconds)
 
 
 class PlaylistTrack(Base):
@@ -42,5 +42,5 @@ class PlaylistTrack(Base):
         UUID, ForeignKey("tracks.id", ondelete="CASCADE", name="playlist_tracks_track_id_foreign")
     )
     position: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds, onupdate=utcnow_seconds)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint, false, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from spotik.db.base import UUID, Base, UTCDateTime, utcnow, uuid7
+from spotik.db.base import UUID, Base, UTCDateTime, utcnow_seconds, uuid7
 
 if TYPE_CHECKING:
     from spotik.auth.models import User
@@ -46,8 +46,8 @@ class Room(Base):
     playback_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(6), default=None)
     playback_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime(6), default=None)
     is_playing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds, onupdate=utcnow_seconds)
 
     # Relationships never load lazily (async): ask for them with selectinload/joinedload. Deletes cascade in the
     # database (ON DELETE CASCADE), so they are issued as DELETE statements, not through these collections.
@@ -75,6 +75,8 @@ class RoomParticipant(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         UUID, ForeignKey("users.id", ondelete="CASCADE", name="room_participants_user_id_foreign")
     )
-    joined_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, server_default=func.current_timestamp())
+    joined_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow_seconds, server_default=func.current_timestamp()
+    )
 
     user: Mapped[User] = relationship(lazy="raise")

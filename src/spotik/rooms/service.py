@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from spotik.auth.models import User
 from spotik.auth.schemas import user_full
 from spotik.covers.storage import ROOM_COVERS, TRACK_COVERS, cover_urls
-from spotik.db.base import utcnow, uuid7
+from spotik.db.base import utcnow, utcnow_seconds, uuid7
 from spotik.db.upsert import insert_ignore
 from spotik.errors import Forbidden, NotFound
 from spotik.events import DomainEvent, EventBus
@@ -86,7 +86,7 @@ async def update_room(
     values = validate(data, fields)
     if "name" in values:
         room.name = values["name"]
-        room.updated_at = utcnow()
+        room.updated_at = utcnow_seconds()
     await session.commit()
     payload = await room_payload(session, settings, room.id, viewer=user)
     if values:

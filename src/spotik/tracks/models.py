@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from spotik.db.base import UUID, Base, UTCDateTime, utcnow, uuid7
+from spotik.db.base import UUID, Base, UTCDateTime, utcnow_seconds, uuid7
 
 if TYPE_CHECKING:
     from spotik.auth.models import User
@@ -58,8 +58,8 @@ class Track(Base):
     )
     # Additive (contract D5/D7): when the track finished or was skipped; played tracks leave the queue.
     played_at: Mapped[datetime | None] = mapped_column(UTCDateTime(6), default=None)
-    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds, onupdate=utcnow_seconds)
 
     uploader: Mapped[User] = relationship(lazy="raise")
     genre: Mapped[Genre | None] = relationship(lazy="raise")
@@ -82,4 +82,6 @@ class TrackVote(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         UUID, ForeignKey("users.id", ondelete="CASCADE", name="track_votes_user_id_foreign")
     )
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, server_default=func.current_timestamp())
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow_seconds, server_default=func.current_timestamp()
+    )
