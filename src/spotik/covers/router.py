@@ -1,5 +1,111 @@
+"""Room cover upload and the public storage route (contract §2.3 cover, §2.9), envelope B."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.responses import Response
+from starlette.types import Message
+
+from spotik.covers import service, storage
+from spotik.deps import CurrentUser, RoomDep, StateDep
+from spotik.errors import ApiError, Envelope, Forbidden, JSONResponse, NotFound, PayloadTooLarge
+from spotik.http.input import read_input
+from spotik.http.responses import bare
+from spotik.tracks.streaming import audio_file_response
 
 router = APIRouter(tags=["covers"])
+
+# Room for a data URL of a full-size cover (4/3 of 5 MB) and the form around it. Bodies up to this size reach the
+# validation rules (422, Laravel's messages); larger ones are cut off while they are received (413).
+COVER_BODY_LIMIT = 8 * 1024 * 1024
+COVER_CACHE_CONTROL = "public, max-age=3600"
+
+
+class _BodyLimit:
+    """Counts the body as it is received and stops it past ``limit``, whether or not a Content-Length was sent.
+
+    It raises the form parser's own exception, so that Starlette closes the temporary files of a half-parsed form.
+    """
+
+    def __init__(self, request: Request, limit: int) -> None:
+        self._receive = request.receive
+        self.limit = limit
+        self.received = 0
+        self.exceeded = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                self.exceeded = True
+                raise MultiPartException("Request body too large")
+        return message
+
+
+def _file_too_large() -> PayloadTooLarge:
+    return PayloadTooLarge("File too large", envelope=Envelope.B)
+
+
+async def read_cover_input(request: Request) -> service.CoverInput:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > COVER_BODY_LIMIT:
+        raise _file_too_large()
+    body_limit = _BodyLimit(request, COVER_BODY_LIMIT)
+    limited = Request(request.scope, body_limit.receive)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type != "multipart/form-data":
+            data = await read_input(limited, limit=COVER_BODY_LIMIT)
+            sent = data.get("cover_image") not in (None, "")  # JSON cannot carry a file: sent means "not a file"
+            return service.CoverInput(image_sent=sent, image=None, cover_data=data.get("cover_data"))
+        form = await limited.form(max_files=4, max_fields=32, max_part_size=COVER_BODY_LIMIT)
+        try:
+            image = form.get("cover_image")
+            contents = await image.read(storage.MAX_COVER_BYTES + 1) if isinstance(image, UploadFile) else None
+            cover_data = form.get("cover_data")
+            return service.CoverInput(
+                image_sent=image not in (None, ""),
+                image=contents,
+                cover_data=cover_data if isinstance(cover_data, str) else None,
+            )
+        finally:
+            await form.close()
+    except (HTTPException, MultiPartException) as exc:
+        if body_limit.exceeded:
+            raise _file_too_large() from None
+        if isinstance(exc, HTTPException):  # a malformed form: the same 400, in this route family's envelope
+            raise ApiError(str(exc.detail), envelope=Envelope.B, status_code=exc.status_code) from None
+        raise
+
+
+@router.post("/api/rooms/{room}/cover")
+async def upload_room_cover(user: CurrentUser, room: RoomDep, request: Request, state: StateDep) -> JSONResponse:
+    service.ensure_can_update_cover(room, user)
+    cover = await read_cover_input(request)
+    url = await service.update_room_cover(state.events, state.settings.public_root, room=room, user=user, cover=cover)
+    return bare({"message": "Room cover updated successfully", "cover_url": url})
+
+
+@router.api_route("/api/storage/{path:path}", methods=["GET", "HEAD"])
+async def serve_public_file(path: str, request: Request, state: StateDep) -> Response:
+    if not storage.is_cover_path(path):
+        raise Forbidden("Invalid path", envelope=Envelope.B)
+    found = storage.cover_file(state.settings.public_root, path)
+    if found is None:
+        raise NotFound("File not found", envelope=Envelope.B)
+    try:
+        response = audio_file_response(
+            request,
+            found,
+            media_type=storage.MEDIA_TYPES[found.suffix.lstrip(".").lower()],
+            download_name=found.name,
+            cache_control=COVER_CACHE_CONTROL,
+        )
+    except (FileNotFoundError, ValueError):  # removed or replaced between the lookup and the stat
+        raise NotFound("File not found", envelope=Envelope.B) from None
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

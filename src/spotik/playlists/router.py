@@ -1,5 +1,78 @@
+"""``/api/playlists`` (contract §2.11), envelope A, authenticated."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
 
-router = APIRouter(tags=["playlists"])
+from fastapi import APIRouter, Request
+
+from spotik.deps import CurrentUser, SessionDep, parse_uuid
+from spotik.errors import JSONResponse
+from spotik.http.input import read_input
+from spotik.http.responses import ok
+from spotik.playlists import service
+from spotik.playlists.schemas import playlist_resource
+
+router = APIRouter(prefix="/api/playlists", tags=["playlists"])
+
+_BIGINT_ID = re.compile(r"[0-9]{1,19}")
+_BIGINT_MAX = 2**63 - 1
+
+
+def playlist_id_from(value: str) -> int:
+    """``{playlist}`` binding: anything but a positive bigint is a 404, before it can reach the database."""
+    if _BIGINT_ID.fullmatch(value) and 0 < int(value) <= _BIGINT_MAX:
+        return int(value)
+    raise service.playlist_not_found()
+
+
+def _resource(view: service.PlaylistView, viewer: CurrentUser) -> dict[str, object]:
+    return playlist_resource(view.playlist, owner=view.owner, entries=view.entries, viewer_id=viewer.id)
+
+
+@router.get("")
+async def list_playlists(user: CurrentUser, session: SessionDep) -> JSONResponse:
+    views = await service.list_playlists(session, viewer=user)
+    return ok("Playlists retrieved successfully", [_resource(view, user) for view in views])
+
+
+@router.post("", status_code=201)
+async def create_playlist(user: CurrentUser, request: Request, session: SessionDep) -> JSONResponse:
+    view = await service.create_playlist(session, owner=user, data=await read_input(request))
+    return ok("Playlist created successfully", _resource(view, user), status_code=201)
+
+
+@router.get("/{playlist}")
+async def show_playlist(user: CurrentUser, playlist: str, session: SessionDep) -> JSONResponse:
+    view = await service.show_playlist(session, playlist_id_from(playlist), viewer=user)
+    return ok("Playlist retrieved successfully", _resource(view, user))
+
+
+@router.put("/{playlist}")
+async def update_playlist(user: CurrentUser, playlist: str, request: Request, session: SessionDep) -> JSONResponse:
+    playlist_id = playlist_id_from(playlist)
+    view = await service.update_playlist(session, playlist_id, viewer=user, data=await read_input(request))
+    return ok("Playlist updated successfully", _resource(view, user))
+
+
+@router.delete("/{playlist}")
+async def delete_playlist(user: CurrentUser, playlist: str, session: SessionDep) -> JSONResponse:
+    await service.delete_playlist(session, playlist_id_from(playlist), viewer=user)
+    return ok("Playlist deleted successfully")
+
+
+@router.post("/{playlist}/tracks")
+async def add_playlist_track(user: CurrentUser, playlist: str, request: Request, session: SessionDep) -> JSONResponse:
+    playlist_id = playlist_id_from(playlist)
+    track_id, position = await service.add_track(session, playlist_id, viewer=user, data=await read_input(request))
+    # ``data`` is an addition: the original answered without it.
+    return ok(
+        "Track added to playlist successfully",
+        {"playlist_id": playlist_id, "track_id": str(track_id), "position": position},
+    )
+
+
+@router.delete("/{playlist}/tracks/{track}")
+async def remove_playlist_track(user: CurrentUser, playlist: str, track: str, session: SessionDep) -> JSONResponse:
+    await service.remove_track(session, playlist_id_from(playlist), viewer=user, track_id=parse_uuid(track))
+    return ok("Track removed from playlist successfully")
