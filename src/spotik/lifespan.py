@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from spotik.auth.tokens import TokenService
 from spotik.db.engine import create_engine, create_sessionmaker
+from spotik.playback.scheduler import PlaybackScheduler
 from spotik.settings import Settings
 from spotik.state import AppState
 
@@ -37,10 +38,14 @@ def build_lifespan(settings: Settings) -> Lifespan:
                 blacklist_enabled=settings.jwt_blacklist_enabled,
             ),
         )
+        # Started last and stopped first: its first pass catches up rooms whose track ended while we were down.
+        state.playback_scheduler = PlaybackScheduler(state.sessionmaker, state.events)
+        await state.playback_scheduler.start()
         log.info("started", env=settings.env.value, database=engine.dialect.name)
         try:
             yield {"spotik": state}
         finally:
+            await state.playback_scheduler.stop()
             await engine.dispose()
             log.info("stopped", detail="connection pool closed")
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from spotik.auth.tokens import TokenService
 from spotik.events import LocalEventBus
 from spotik.settings import Settings
+
+if TYPE_CHECKING:
+    from spotik.playback.scheduler import PlaybackScheduler
 
 
 @dataclass
@@ -21,3 +25,5 @@ class AppState:
     events: LocalEventBus = field(default_factory=LocalEventBus)
     started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
+    # Advances rooms whose track has ended (contract D5); started and stopped by the lifespan.
+    playback_scheduler: PlaybackScheduler | None = None

@@ -1,46 +1,461 @@
 """Server-driven playback (contract §2.6, §3.4, D4, D5).
 
 State lives in the room row: ``current_track_id``, ``playback_started_at`` (S, the pause-adjusted virtual start),
-``playback_paused_at`` (P) and ``is_playing``. Position while playing = now − S; while paused = P − S.
-Every transition is a conditional UPDATE (compare-and-set on the state it was computed from), so concurrent
-requests and several Spotik instances sharing one database can never apply the same transition twice.
+``playback_paused_at`` (P) and ``is_playing``; the arithmetic is in ``spotik.playback.clock``.
+
+**Exactly once, without locks.** Every transition is a compare-and-set: read the four columns, compute the new
+state, then ``UPDATE rooms SET … WHERE id = :room AND <all four columns still equal what was read>`` and check the
+row count. Whoever loses a race (another request, this process's scheduler, another instance's scheduler) sees
+``rowcount == 0``, rolls back, re-reads and decides again from the new state — so a transition is applied at most
+once, and an auto-advance can never run twice for the same track end. On PostgreSQL (READ COMMITTED) a concurrent
+UPDATE of the same row waits for the first one to commit and then re-checks its WHERE against the new row; on
+SQLite writers are serialised outright. Side writes (``tracks.played_at``) happen in the same transaction, after
+the compare-and-set succeeded.
+
+Events are published on the bus only after the commit, never from inside a transaction.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, Executable, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from spotik.db.base import utcnow
+from spotik.errors import BadRequest, Conflict, NotFound
 from spotik.events import DomainEvent, EventBus
+from spotik.playback import clock, schemas
+from spotik.playback.clock import IDLE, PlaybackState
+from spotik.playback.schemas import PlaybackEvent, StartReason, StopReason
 from spotik.rooms.models import Room
-from spotik.timefmt import iso
 from spotik.tracks.models import Track
-from spotik.tracks.schemas import track_brief
+from spotik.tracks.repository import QUEUE_ORDER
+
+# A lost compare-and-set means somebody else changed the room between our read and our write (a few
+# milliseconds); losing five times in a row means something is hammering the room, and the client may retry.
+MAX_ATTEMPTS = 5
+
+PLAYBACK_EVENT_TYPES = frozenset(event.value for event in PlaybackEvent)
+
+
+# --- errors (contract §2.6 wording) ---------------------------------------------------------------------------
+
+
+def no_active_playback() -> BadRequest:
+    return BadRequest("No track is currently playing", error="No active playback")
+
+
+def no_paused_playback() -> BadRequest:
+    return BadRequest("No track is currently paused", error="No paused playback")
+
+
+def no_active_track() -> BadRequest:
+    return BadRequest("No track is currently playing", error="No active track")
+
+
+def track_not_in_room() -> NotFound:
+    return NotFound("Track does not belong to this room", error="Invalid track")
+
+
+def negative_position() -> BadRequest:
+    return BadRequest("Position cannot be negative", error="Invalid position")
+
+
+def position_beyond_track() -> BadRequest:
+    return BadRequest("Position exceeds track duration", error="Invalid position")
+
+
+def room_not_found() -> NotFound:
+    return NotFound("Room not found", error="Room not found")
+
+
+def concurrent_change() -> Conflict:
+    return Conflict("Playback changed concurrently, please retry", error="Concurrent playback change")
+
+
+# --- results ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    state: PlaybackState
+    track: Track | None
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    track: Track
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Paused:
+    track: Track
+    paused_at: datetime
+    position: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    track: Track
+    resumed_at: datetime
+    position: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    skipped_track_id: uuid.UUID
+    next_track: Track | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    previous_track: Track | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sought:
+    track: Track
+    position: float
+    sought_at: datetime
+    is_playing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    state: PlaybackState
+    track: Track | None
+    position: float | None
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceOutcome:
+    """What one scheduler visit to a room did. ``due_at`` is set when the track has not ended yet."""
+
+    advanced: bool
+    due_at: datetime | None = None
+
+
+# --- events ----------------------------------------------------------------------------------------------------
 
 
 def playback_started_event(
-    room_id: uuid.UUID, track: Track, started_at: datetime, *, auto_started: bool = False
+    room_id: uuid.UUID,
+    track: Track,
+    started_at: datetime,
+    *,
+    auto_started: bool = False,
+    previous_track: Track | None = None,
+    reason: StartReason | None = None,
 ) -> DomainEvent:
-    brief = track_brief(track)
-    data: dict[str, Any] = {
-        "room_id": str(room_id),
-        "track": brief,
-        "current_track": brief,
-        "is_playing": True,
-        "started_at": iso(started_at),
-        "playback_started_at": iso(started_at),
-        "playback_paused_at": None,
-        "position": 0,
-        "current_position": 0,
-        "server_time": iso(utcnow()),
-        "auto_started": auto_started,
-    }
-    return DomainEvent("playback_started", room_id, data)
+    if reason is None:
+        reason = StartReason.TRACK_UPLOADED if auto_started else StartReason.ADMINISTRATOR_PLAY
+    data = schemas.started_payload(
+        room_id,
+        track,
+        started_at,
+        now=utcnow(),
+        auto_started=auto_started,
+        previous_track=previous_track,
+        reason=reason,
+    )
+    return DomainEvent(PlaybackEvent.STARTED.value, room_id, data)
+
+
+def playback_stopped_event(
+    room_id: uuid.UUID, previous_track: Track | None, reason: StopReason, stopped_at: datetime
+) -> DomainEvent:
+    data = schemas.stopped_payload(room_id, previous_track, reason, stopped_at, now=utcnow())
+    return DomainEvent(PlaybackEvent.STOPPED.value, room_id, data)
+
+
+async def _publish(bus: EventBus, events: Sequence[DomainEvent]) -> None:
+    for event in events:
+        await bus.publish(event)
+
+
+# --- queries ---------------------------------------------------------------------------------------------------
+
+
+async def load(session: AsyncSession, room_id: uuid.UUID) -> Snapshot | None:
+    """The room's playback columns and its current track, fresh from the database (one query)."""
+    statement = (
+        select(Room.current_track_id, Room.playback_started_at, Room.playback_paused_at, Room.is_playing, Track)
+        .outerjoin(Track, Track.id == Room.current_track_id)
+        .where(Room.id == room_id)
+        .execution_options(populate_existing=True)
+    )
+    row = (await session.execute(statement)).one_or_none()
+    if row is None:
+        return None
+    current_track_id, started_at, paused_at, is_playing, track = row
+    return Snapshot(PlaybackState(current_track_id, started_at, paused_at, bool(is_playing)), track)
+
+
+async def _load_or_404(session: AsyncSession, room_id: uuid.UUID) -> Snapshot:
+    snapshot = await load(session, room_id)
+    if snapshot is None:
+        raise room_not_found()
+    return snapshot
+
+
+async def room_track(session: AsyncSession, room_id: uuid.UUID, track_id: uuid.UUID) -> Track | None:
+    statement = (
+        select(Track).where(Track.id == track_id, Track.room_id == room_id).execution_options(populate_existing=True)
+    )
+    return await session.scalar(statement)
+
+
+async def next_track(session: AsyncSession, room_id: uuid.UUID, *, excluding: uuid.UUID | None) -> Track | None:
+    """The head of the queue (score, then age, then id) among unplayed tracks, ``excluding`` the current one."""
+    statement = (
+        select(Track)
+        .where(Track.room_id == room_id, Track.played_at.is_(None))
+        .order_by(*QUEUE_ORDER)
+        .limit(1)
+        .execution_options(populate_existing=True)
+    )
+    if excluding is not None:
+        statement = statement.where(Track.id != excluding)
+    return await session.scalar(statement)
+
+
+def _queue_empty(room_id: uuid.UUID, excluding: uuid.UUID) -> ColumnElement[bool]:
+    """Guard for "stop, the queue is empty": a track uploaded meanwhile makes the compare-and-set fail, and the
+    retry starts that track instead of leaving an idle room with a queued track."""
+    others = select(Track.id).where(Track.room_id == room_id, Track.played_at.is_(None), Track.id != excluding)
+    return ~others.exists()
+
+
+def _mark_played(track_id: uuid.UUID, now: datetime) -> Executable:
+    return (
+        update(Track)
+        .where(Track.id == track_id, Track.played_at.is_(None))
+        .values(played_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _mark_unplayed(track_id: uuid.UUID) -> Executable:
+    return (
+        update(Track)
+        .where(Track.id == track_id, Track.played_at.is_not(None))
+        .values(played_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _state_is(state: PlaybackState) -> list[ColumnElement[bool]]:
+    def equals(column: Any, value: Any) -> ColumnElement[bool]:
+        return cast("ColumnElement[bool]", column.is_(None) if value is None else column == value)
+
+    return [
+        equals(Room.current_track_id, state.current_track_id),
+        equals(Room.playback_started_at, state.started_at),
+        equals(Room.playback_paused_at, state.paused_at),
+        Room.is_playing.is_(state.is_playing),
+    ]
+
+
+async def _compare_and_set(
+    session: AsyncSession,
+    room_id: uuid.UUID,
+    expected: PlaybackState,
+    new: PlaybackState,
+    now: datetime,
+    *,
+    guards: Sequence[ColumnElement[bool]] = (),
+    then: Sequence[Executable] = (),
+) -> bool:
+    """expected → new in one transaction (plus the ``then`` writes), committed. False if the room had changed."""
+    statement = (
+        update(Room)
+        .where(Room.id == room_id, *_state_is(expected), *guards)
+        .values(
+            current_track_id=new.current_track_id,
+            playback_started_at=new.started_at,
+            playback_paused_at=new.paused_at,
+            is_playing=new.is_playing,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    try:
+        result = cast("CursorResult[Any]", await session.execute(statement))
+        if result.rowcount != 1:
+            await session.rollback()
+            return False
+        for write in then:
+            await session.execute(write)
+        await session.commit()
+    except IntegrityError:
+        # The track we meant to start was deleted meanwhile (foreign key): decide again from fresh state.
+        await session.rollback()
+        return False
+    return True
+
+
+# --- transitions -----------------------------------------------------------------------------------------------
+
+
+async def play(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID, track_id: uuid.UUID) -> Started:
+    """Play ``track`` from its start, whatever the room was doing. A played track may be replayed (it rejoins the
+    queue); a track interrupted by this stays in the queue, unplayed."""
+    for _ in range(MAX_ATTEMPTS):
+        track = await room_track(session, room_id, track_id)
+        if track is None:
+            raise track_not_in_room()
+        snapshot = await _load_or_404(session, room_id)
+        now = utcnow()
+        new = clock.started(track.id, now)
+        if await _compare_and_set(session, room_id, snapshot.state, new, now, then=[_mark_unplayed(track.id)]):
+            track.played_at = None
+            event = playback_started_event(room_id, track, now, previous_track=snapshot.track)
+            await _publish(bus, [event])
+            return Started(track, now)
+    raise concurrent_change()
+
+
+async def pause(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID) -> Paused:
+    for _ in range(MAX_ATTEMPTS):
+        snapshot = await _load_or_404(session, room_id)
+        track = snapshot.track
+        if not snapshot.state.is_active or track is None:
+            raise no_active_playback()
+        now = utcnow()
+        new = clock.paused(snapshot.state, now)
+        if await _compare_and_set(session, room_id, snapshot.state, new, now):
+            position = clock.position(new, now, track.duration_seconds)
+            payload = schemas.paused_payload(room_id, new, track, position, now=utcnow())
+            await _publish(bus, [DomainEvent(PlaybackEvent.PAUSED.value, room_id, payload)])
+            return Paused(track, now, position)
+    raise concurrent_change()
+
+
+async def resume(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID) -> Resumed:
+    for _ in range(MAX_ATTEMPTS):
+        snapshot = await _load_or_404(session, room_id)
+        track = snapshot.track
+        if not snapshot.state.is_paused or track is None:
+            raise no_paused_playback()
+        now = utcnow()
+        paused_position = clock.position(snapshot.state, now, track.duration_seconds)
+        new = clock.resumed(snapshot.state, now)
+        if await _compare_and_set(session, room_id, snapshot.state, new, now):
+            payload = schemas.resumed_payload(room_id, track, now, paused_position, now=utcnow())
+            await _publish(bus, [DomainEvent(PlaybackEvent.RESUMED.value, room_id, payload)])
+            return Resumed(track, now, paused_position)
+    raise concurrent_change()
+
+
+async def _move_on(
+    session: AsyncSession, room_id: uuid.UUID, snapshot: Snapshot, finished: Track, now: datetime
+) -> tuple[bool, Track | None]:
+    """Mark ``finished`` played and start the next track now, or stop when the queue is empty.
+
+    Returns (False, None) when the compare-and-set lost, else (True, the started track or None if it stopped).
+    """
+    following = await next_track(session, room_id, excluding=finished.id)
+    if following is not None:
+        new, guards = clock.started(following.id, now), []
+    else:
+        new, guards = IDLE, [_queue_empty(room_id, finished.id)]
+    done = await _compare_and_set(
+        session, room_id, snapshot.state, new, now, guards=guards, then=[_mark_played(finished.id, now)]
+    )
+    if not done:
+        return False, None
+    finished.played_at = now
+    return True, following
+
+
+async def skip(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID) -> Skipped:
+    """Mark the current track played and start the next one (or stop when the queue is empty).
+
+    If the track this request set out to skip stops being current while it retries (the scheduler advanced it,
+    or another skip won), the skip has already happened: it answers from the new state instead of skipping a
+    second track.
+    """
+    # Only the id survives a lost attempt: the rollback expires every ORM object the session holds.
+    target_id: uuid.UUID | None = None
+    for _ in range(MAX_ATTEMPTS):
+        snapshot = await _load_or_404(session, room_id)
+        if target_id is not None and snapshot.state.current_track_id != target_id:
+            return Skipped(target_id, snapshot.track if snapshot.state.is_playing else None)
+        target = snapshot.track
+        if snapshot.state.current_track_id is None or target is None:
+            raise no_active_track()
+        target_id = target.id
+        now = utcnow()
+        done, following = await _move_on(session, room_id, snapshot, target, now)
+        if not done:
+            continue
+        events = [
+            DomainEvent(
+                PlaybackEvent.SKIPPED.value,
+                room_id,
+                schemas.skipped_payload(room_id, target, following, now if following else None, now=utcnow()),
+            )
+        ]
+        if following is not None:
+            events.append(
+                playback_started_event(room_id, following, now, previous_track=target, reason=StartReason.TRACK_SKIPPED)
+            )
+        else:
+            events.append(playback_stopped_event(room_id, target, StopReason.NO_MORE_TRACKS, now))
+        await _publish(bus, events)
+        return Skipped(target.id, following)
+    raise concurrent_change()
+
+
+async def stop(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID) -> Stopped:
+    """Any state → idle. The current track is *not* marked played: it stays in the queue."""
+    for _ in range(MAX_ATTEMPTS):
+        snapshot = await _load_or_404(session, room_id)
+        if snapshot.state == IDLE:
+            return Stopped(None)
+        now = utcnow()
+        if await _compare_and_set(session, room_id, snapshot.state, IDLE, now):
+            await _publish(bus, [playback_stopped_event(room_id, snapshot.track, StopReason.ADMINISTRATOR_STOP, now)])
+            return Stopped(snapshot.track)
+    raise concurrent_change()
+
+
+async def seek(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID, position: float) -> Sought:
+    """S := now − position (P := now when paused, so the room stays paused at that position)."""
+    if position < 0:
+        raise negative_position()
+    for _ in range(MAX_ATTEMPTS):
+        snapshot = await _load_or_404(session, room_id)
+        track = snapshot.track
+        if snapshot.state.current_track_id is None or snapshot.state.started_at is None or track is None:
+            raise no_active_track()
+        if position > track.duration_seconds:
+            raise position_beyond_track()
+        now = utcnow()
+        new = clock.sought(snapshot.state, now, position)
+        if await _compare_and_set(session, room_id, snapshot.state, new, now):
+            assert new.started_at is not None
+            actual = clock.seconds(now - new.started_at)  # the position as stored (microseconds)
+            payload = schemas.sought_payload(room_id, new, track, actual, now, now=utcnow())
+            await _publish(bus, [DomainEvent(PlaybackEvent.SEEKED.value, room_id, payload)])
+            return Sought(track, actual, now, new.is_playing)
+    raise concurrent_change()
+
+
+async def status(session: AsyncSession, *, room_id: uuid.UUID) -> Status:
+    snapshot = await _load_or_404(session, room_id)
+    now = utcnow()
+    duration = snapshot.track.duration_seconds if snapshot.track is not None else None
+    return Status(snapshot.state, snapshot.track, clock.position(snapshot.state, now, duration), now)
 
 
 async def start_if_idle(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID, track: Track) -> bool:
@@ -63,3 +478,62 @@ async def start_if_idle(session: AsyncSession, bus: EventBus, *, room_id: uuid.U
     await session.commit()
     await bus.publish(playback_started_event(room_id, track, started_at, auto_started=True))
     return True
+
+
+async def stop_for_removed_track(session: AsyncSession, *, room_id: uuid.UUID, track: Track) -> DomainEvent | None:
+    """For deleting a track: if it is the room's current track, make the room idle *in the caller's transaction*
+    and return the ``playback_stopped`` event (reason ``track_removed``) for the caller to publish after its
+    commit. Returns None (and changes nothing) when ``track`` is not current."""
+    now = utcnow()
+    result = cast(
+        "CursorResult[Any]",
+        await session.execute(
+            update(Room)
+            .where(Room.id == room_id, Room.current_track_id == track.id)
+            .values(
+                current_track_id=None,
+                playback_started_at=None,
+                playback_paused_at=None,
+                is_playing=False,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    if result.rowcount != 1:
+        return None
+    return playback_stopped_event(room_id, track, StopReason.TRACK_REMOVED, now)
+
+
+async def advance_if_due(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID) -> AdvanceOutcome:
+    """The scheduler's visit: if the current track has ended (now ≥ S + duration while playing), mark it played and
+    start the next one now (``playback_started``, reason ``track_finished``), or stop when the queue is empty
+    (``playback_stopped``, reason ``no_more_tracks``). Safe to call from any number of processes at once: the
+    compare-and-set lets exactly one of them advance a given track end."""
+    snapshot = await load(session, room_id)
+    if snapshot is None or not snapshot.state.is_playing:
+        return AdvanceOutcome(advanced=False)
+    state, finished = snapshot.state, snapshot.track
+    now = utcnow()
+    if state.current_track_id is None or finished is None:
+        # Playing with no track (a foreign key set it NULL behind our back): make the room idle.
+        if await _compare_and_set(session, room_id, state, IDLE, now):
+            await _publish(bus, [playback_stopped_event(room_id, None, StopReason.TRACK_REMOVED, now)])
+            return AdvanceOutcome(advanced=True)
+        return AdvanceOutcome(advanced=False)
+    end = clock.due_at(state, finished.duration_seconds)
+    if end is None:
+        return AdvanceOutcome(advanced=False)
+    if now < end:
+        return AdvanceOutcome(advanced=False, due_at=end)
+    done, following = await _move_on(session, room_id, snapshot, finished, now)
+    if not done:
+        return AdvanceOutcome(advanced=False)
+    if following is not None:
+        event = playback_started_event(
+            room_id, following, now, previous_track=finished, reason=StartReason.TRACK_FINISHED
+        )
+    else:
+        event = playback_stopped_event(room_id, finished, StopReason.NO_MORE_TRACKS, now)
+    await _publish(bus, [event])
+    return AdvanceOutcome(advanced=True)
