@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,11 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 @contextmanager
 def count_queries(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Collects every statement sent through ``engine`` inside the block (connection pragmas excluded)."""
+    """Collects the statements the *current task* sends through ``engine`` inside the block.
+
+    Background tasks of the app (the playback scheduler's passes) share the engine; counting their statements too
+    would make exact counts flaky. Connection pragmas are not statements and are not counted.
+    """
+    owner = asyncio.current_task()
     statements: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
+        if asyncio.current_task() is owner:
+            statements.append(statement)
 
     event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:

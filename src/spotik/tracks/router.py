@@ -1,5 +1,138 @@
+"""Tracks, votes and audio files over HTTP (contract §2.4, §2.5, D8); envelope B throughout.
+
+Authentication failures come from ``CurrentUser`` in envelope A (the auth family's), so ``CurrentUser`` is the
+first parameter of every handler: an anonymous request is a 401 before any lookup can answer 404.
+"""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep, parse_uuid
+from spotik.errors import ApiError, Envelope, JSONResponse, NotFound
+from spotik.http.responses import bare
+from spotik.tracks import repository, service
+from spotik.tracks.models import Track
+from spotik.tracks.streaming import DEFAULT_CACHE_CONTROL, audio_file_response
+from spotik.tracks.uploads import UploadError, check_declared_length, receive_multipart
 
 router = APIRouter(tags=["tracks"])
+
+# /api/audio/{filename} is for stored files that never change: they may be cached for good.
+IMMUTABLE_CACHE = "public, max-age=3600, immutable"
+
+
+async def track_from_path(track: str, session: SessionDep) -> Track:
+    """``{track}`` route binding: an unknown or malformed id is a 404 in envelope B."""
+    track_id = parse_uuid(track)
+    found = await repository.get_track(session, track_id) if track_id else None
+    if found is None:
+        raise NotFound("Track not found", envelope=Envelope.B)
+    return found
+
+
+TrackDep = Annotated[Track, Depends(track_from_path)]
+
+
+@router.get("/api/rooms/{room}/tracks")
+async def list_tracks(user: CurrentUser, room: RoomDep, session: SessionDep, state: StateDep) -> JSONResponse:
+    return bare(await service.list_queue(session, room=room, user=user, public_root=state.settings.public_root))
+
+
+@router.post("/api/rooms/{room}/tracks", status_code=201)
+async def upload_track(
+    user: CurrentUser, room: RoomDep, request: Request, session: SessionDep, state: StateDep
+) -> JSONResponse:
+    """Multipart ``audio_file`` (+ ``genre_id``, ``cover_image``), streamed to disk as it arrives.
+
+    Membership and the declared ``Content-Length`` are checked before the body is read; the body's size is then
+    counted as it streams in, and reading stops at the first byte over a limit.
+    """
+    limits = service.upload_limits(state.settings)
+    await service.prepare_upload(session, room=room, user=user)
+    try:
+        check_declared_length(request, limits.max_body)
+        async with receive_multipart(request, files=limits.files, max_body=limits.max_body) as form:
+            body = await service.add_track(
+                session, state.events, room=room, user=user, form=form, settings=state.settings
+            )
+    except UploadError as exc:
+        raise service.upload_failure(exc, limits) from None
+    except ClientDisconnect:
+        # Nobody is left to read this answer; the temporary files are already gone.
+        raise ApiError("The upload was interrupted", status_code=400, envelope=Envelope.B) from None
+    return bare(body, status_code=201)
+
+
+@router.delete("/api/rooms/{room}/tracks/{track}")
+async def delete_track(
+    user: CurrentUser, room: RoomDep, track: TrackDep, session: SessionDep, state: StateDep
+) -> JSONResponse:
+    await service.delete_track(session, state.events, room=room, track=track, user=user, settings=state.settings)
+    return bare({"message": "Track deleted successfully"})
+
+
+@router.post("/api/rooms/{room}/tracks/{track}/vote")
+async def vote_track(
+    user: CurrentUser, room: RoomDep, track: TrackDep, session: SessionDep, state: StateDep
+) -> JSONResponse:
+    return bare(await service.vote(session, state.events, room=room, track=track, user=user))
+
+
+@router.delete("/api/rooms/{room}/tracks/{track}/vote")
+async def unvote_track(
+    user: CurrentUser, room: RoomDep, track: TrackDep, session: SessionDep, state: StateDep
+) -> JSONResponse:
+    return bare(await service.unvote(session, state.events, room=room, track=track, user=user))
+
+
+@router.get("/api/tracks")
+async def search_tracks(
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
+    search: Annotated[str | None, Query()] = None,
+) -> JSONResponse:
+    return bare(await service.search(session, user=user, text=search, public_root=state.settings.public_root))
+
+
+@router.api_route("/api/tracks/{track}/stream", methods=["GET", "HEAD"])
+async def stream_track(
+    user: CurrentUser, track: TrackDep, request: Request, session: SessionDep, state: StateDep
+) -> Response:
+    path = await service.stream_path(session, track=track, user=user, settings=state.settings)
+    await session.close()  # return the connection before a long transfer
+    return _file_response(request, path, track)
+
+
+@router.api_route("/api/audio/{filename}", methods=["GET", "HEAD"])
+async def serve_audio(
+    user: CurrentUser, filename: str, request: Request, session: SessionDep, state: StateDep
+) -> Response:
+    track, path = await service.audio_by_filename(session, filename=filename, user=user, settings=state.settings)
+    await session.close()
+    response = _file_response(request, path, track, cache_control=IMMUTABLE_CACHE)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@router.get("/api/audio/{filename}/metadata")
+async def audio_metadata(user: CurrentUser, filename: str, session: SessionDep, state: StateDep) -> JSONResponse:
+    track, path = await service.audio_by_filename(session, filename=filename, user=user, settings=state.settings)
+    return bare(service.audio_metadata(track, path))
+
+
+def _file_response(
+    request: Request, path: Path, track: Track, *, cache_control: str = DEFAULT_CACHE_CONTROL
+) -> Response:
+    try:
+        return audio_file_response(
+            request, path, media_type=track.mime_type, download_name=track.original_name, cache_control=cache_control
+        )
+    except (FileNotFoundError, ValueError):  # removed or replaced since it was resolved
+        raise NotFound("Audio file not found", envelope=Envelope.B) from None
