@@ -36,6 +36,7 @@ def build_lifespan(settings: Settings) -> Lifespan:
                 refresh_ttl_minutes=settings.jwt_refresh_ttl,
                 leeway_seconds=settings.jwt_leeway,
                 blacklist_enabled=settings.jwt_blacklist_enabled,
+                blacklist_grace_seconds=settings.jwt_blacklist_grace_period,
             ),
         )
         # Started last and stopped first: its first pass catches up rooms whose track ended while we were down.

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     jwt_ttl: int = Field(default=60, ge=1)  # minutes
     jwt_refresh_ttl: int = Field(default=20160, ge=1)  # minutes, counted from the original iat
     jwt_blacklist_enabled: bool = True
+    # Seconds a token replaced by /refresh stays usable (tymon's JWT_BLACKLIST_GRACE_PERIOD): the web client
+    # refreshes from two places at once on page load. Logout revokes at once.
+    jwt_blacklist_grace_period: int = Field(default=30, ge=0, le=3600)
     jwt_leeway: int = Field(default=0, ge=0)  # seconds
     bcrypt_cost: int = Field(default=12, ge=4, le=31)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -9,16 +10,20 @@ import json
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import bcrypt
 import httpx2
 import jwt
 import pytest
+from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 
+from spotik.app import create_app
 from spotik.auth.tokens import PRV
-from tests.conftest import TEST_JWT_SECRET
+from tests.conftest import TEST_JWT_SECRET, make_settings
 from tests.helpers import assert_envelope_a_error, bearer, register
 
 ISO_MICROS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -294,7 +299,18 @@ async def test_token_of_a_deleted_user_is_404(client: httpx2.AsyncClient) -> Non
     assert response.json() == {"success": False, "message": "User not found", "error": "User not found"}
 
 
-async def test_refresh_issues_a_new_token_and_revokes_the_old_one(client: httpx2.AsyncClient) -> None:
+@pytest.fixture
+async def strict_client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx2.AsyncClient]:
+    """An app with no blacklist grace period: a refreshed token is revoked at once."""
+    app = create_app(make_settings(database_url, tmp_path / "strict", jwt_blacklist_grace_period=0))
+    async with LifespanManager(app) as manager:
+        transport = httpx2.ASGITransport(app=manager.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield http
+
+
+async def test_refresh_issues_a_new_token_and_revokes_the_old_one(strict_client: httpx2.AsyncClient) -> None:
+    client = strict_client
     account = await register(client, "judy")
     response = await client.post("/api/auth/refresh", headers=account.headers)
     assert response.status_code == 200
@@ -311,6 +327,30 @@ async def test_refresh_issues_a_new_token_and_revokes_the_old_one(client: httpx2
     # The refreshed token keeps the original iat: the refresh window is counted from the first login.
     old_iat = jwt.decode(account.token, options={"verify_signature": False})["iat"]
     assert jwt.decode(new_token, options={"verify_signature": False})["iat"] == old_iat
+
+
+async def test_parallel_refreshes_with_one_token_both_succeed_inside_the_grace_period(
+    client: httpx2.AsyncClient,
+) -> None:
+    """The web client refreshes from two places at once on page load (App.vue and the router guard)."""
+    account = await register(client, "ruth")
+    first, second = await asyncio.gather(
+        client.post("/api/auth/refresh", headers=account.headers),
+        client.post("/api/auth/refresh", headers=account.headers),
+    )
+    assert first.status_code == second.status_code == 200
+    assert (await client.get("/api/auth/me", headers=account.headers)).status_code == 200  # still in grace
+    for response in (first, second):
+        token = response.json()["data"]["token"]
+        assert (await client.get("/api/auth/me", headers=bearer(token))).status_code == 200
+
+
+async def test_logout_after_a_refresh_revokes_at_once(client: httpx2.AsyncClient) -> None:
+    account = await register(client, "sam")
+    assert (await client.post("/api/auth/refresh", headers=account.headers)).status_code == 200
+    assert (await client.post("/api/auth/logout", headers=account.headers)).status_code == 200
+    assert (await client.get("/api/auth/me", headers=account.headers)).status_code == 401
+    assert (await client.post("/api/auth/refresh", headers=account.headers)).status_code == 401
 
 
 async def test_an_expired_token_can_be_refreshed_inside_the_window_only(client: httpx2.AsyncClient) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -12,6 +12,7 @@ from spotik.auth import repository
 from spotik.auth.models import User
 from spotik.auth.passwords import hash_password, verify_password
 from spotik.auth.tokens import Claims, TokenError, TokenProblem, TokenService
+from spotik.db.base import utcnow
 from spotik.errors import NotFound, Unauthorized, ValidationFailed
 from spotik.validation import Field, confirmed, email, max_bytes, max_chars, min_chars, string, unique_taken, validate
 
@@ -95,8 +96,12 @@ async def refresh(session: AsyncSession, tokens: TokenService, *, token: str | N
         if exc.problem is TokenProblem.EXPIRED:
             raise Unauthorized("Token has expired and cannot be refreshed", error="Token expired") from None
         raise token_failure(exc.problem) from None
-    # Revoking first makes refresh single-use even when two requests race with the same token.
-    if not await _revoke(session, tokens, claims):
+    # The old token stays usable for the grace period only (the web client refreshes from two places at once on
+    # page load); after that, refreshing it again is refused, even when two requests race.
+    grace = timedelta(seconds=tokens.blacklist_grace_seconds)
+    if not await _revoke(session, tokens, claims, effective_at=utcnow() + grace) and await repository.is_revoked(
+        session, claims.jti
+    ):
         raise token_failure(TokenProblem.INVALID)
     await session.commit()
     return tokens.issue(claims.user_id, issuer, original_iat=claims.iat)
@@ -109,12 +114,12 @@ async def logout(session: AsyncSession, tokens: TokenService, *, token: str | No
         claims = tokens.decode(token, allow_expired=True)
     except TokenError:
         return
-    await _revoke(session, tokens, claims)
+    await _revoke(session, tokens, claims, effective_at=utcnow())
     await session.commit()
 
 
-async def _revoke(session: AsyncSession, tokens: TokenService, claims: Claims) -> bool:
+async def _revoke(session: AsyncSession, tokens: TokenService, claims: Claims, *, effective_at: datetime) -> bool:
     if not tokens.blacklist_enabled:
         return True
     expires_at = datetime.fromtimestamp(tokens.revocation_expiry(claims), UTC)
-    return await repository.revoke(session, claims.jti, expires_at)
+    return await repository.revoke(session, claims.jti, expires_at=expires_at, effective_at=effective_at)

@@ -51,6 +51,7 @@ class TokenService:
     refresh_ttl_minutes: int
     leeway_seconds: int = 0
     blacklist_enabled: bool = True
+    blacklist_grace_seconds: int = 30
 
     @property
     def ttl_seconds(self) -> int:
