@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx2
@@ -61,6 +62,7 @@ async def test_create_room_makes_the_creator_administrator_and_participant(
     assert room["is_playing"] is False and room["current_track"] is None and room["cover_url"] is None
     assert room["current_playback_position"] == 0
     assert "track_queue" not in room
+    assert room["user"]["id"] == admin.id  # the client compares vote authors with currentRoom.user.id (§9.6)
 
 
 @pytest.mark.parametrize(
@@ -118,6 +120,29 @@ async def test_show_room_has_queue_user_and_track_count(
     assert data["track_queue"][0]["uploader"]["id"] == people["member"].id
 
 
+async def test_a_paused_room_carries_its_paused_position(
+    client: httpx2.AsyncClient, people: dict[str, Account], room: dict[str, Any], state: AppState
+) -> None:
+    room_id = uuid.UUID(room["id"])
+    track_id = (await add_tracks(state, room_id, uuid.UUID(people["admin"].id), 1))[0]
+    started = utcnow() - timedelta(seconds=100)
+    async with state.sessionmaker() as session:
+        row = await session.get(Room, room_id)
+        assert row is not None
+        row.current_track_id, row.playback_started_at = track_id, started
+        row.playback_paused_at, row.is_playing = started + timedelta(seconds=42, milliseconds=250), False
+        await session.commit()
+    paused = (await client.get(f"/api/rooms/{room_id}", headers=people["member"].headers)).json()["data"]
+    assert paused["current_playback_position"] == 42.25 and paused["is_playing"] is False
+    async with state.sessionmaker() as session:
+        row = await session.get(Room, room_id)
+        assert row is not None
+        row.playback_paused_at, row.is_playing = None, True
+        await session.commit()
+    playing = (await client.get(f"/api/rooms/{room_id}", headers=people["member"].headers)).json()["data"]
+    assert playing["current_playback_position"] == 0 and playing["is_playing"] is True
+
+
 async def test_unknown_and_malformed_room_ids_are_404(client: httpx2.AsyncClient, people: dict[str, Account]) -> None:
     for room_id in (str(uuid.uuid4()), "not-a-uuid", "1"):
         response = await client.get(f"/api/rooms/{room_id}", headers=people["admin"].headers)
@@ -146,6 +171,8 @@ async def test_update_room_is_for_the_administrator(
     assert response.json()["data"]["name"] == "Renamed"
     assert [e.type for e in events] == ["room_updated"]
     assert events[0].data["room"]["name"] == "Renamed" and events[0].room_id == uuid.UUID(room["id"])
+    # A broadcast is merged into every client's room: nothing in it may depend on who made the change.
+    assert not {"user", "is_administrator", "is_participant"} & set(events[0].data["room"])
     shown = await client.get(url, headers=people["member"].headers)
     assert shown.json()["data"]["name"] == "Renamed"
 
@@ -196,8 +223,12 @@ async def test_join_is_idempotent_and_announced_once(
     assert first.json()["data"]["participant"]["user_id"] == stranger.id
     assert second.json()["data"]["room"]["participant_count"] == 2
     assert second.json()["data"]["room"]["is_participant"] is True
+    assert first.json()["data"]["room"]["user"]["id"] == stranger.id
     assert [e.type for e in events] == ["user_joined"]
     assert events[0].data["user"]["id"] == stranger.id and events[0].data["participant_count"] == 2
+    # Shaped like a REST participant entry, since the client puts it in the same list.
+    assert events[0].data["user"]["username"] == "stranger" and events[0].data["user"]["user_id"] == stranger.id
+    assert events[0].data["user"]["joined_at"] is not None and events[0].data["user"]["is_administrator"] is False
 
 
 async def test_leave_rules(

@@ -4,9 +4,9 @@
   ``user_joined`` events and removes them by user id, so REST entries must use the same key (§9.7).
 * Rooms carry ``administrator_id`` and ``track_count`` (§9.8); the room detail also carries the requesting ``user``
   (§9.6).
-* ``current_playback_position`` is always 0: rooms carry the pause-adjusted virtual start, and the client adds a
-  non-zero position to the time elapsed since it, so anything else would be counted twice (§4.5). The exact
-  position is in ``GET …/playback/status``.
+* ``current_playback_position`` is 0 while playing: rooms carry the pause-adjusted virtual start, and the client
+  adds a non-zero position to the time elapsed since it, so anything else would be counted twice (§4.5). While
+  paused it is the paused position (P − S): the client keeps it and adds the time since ``playback_resumed``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,21 @@ def duration_in_room(joined_at: datetime | None, now: datetime | None = None) ->
             count = minutes // size
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return "Just joined"
+
+
+def paused_position(room: Room) -> float:
+    started, paused = room.playback_started_at, room.playback_paused_at
+    if room.is_playing or started is None or paused is None:
+        return 0
+    return round(max((paused - started).total_seconds(), 0.0), 3)
+
+
+VIEWER_KEYS = ("user", "is_administrator", "is_participant")
+
+
+def without_viewer(room: dict[str, Any]) -> dict[str, Any]:
+    """A room payload fit for a broadcast: nothing that depends on who asked (the client merges it into its own)."""
+    return {key: value for key, value in room.items() if key not in VIEWER_KEYS}
 
 
 def participant_resource(participant: RoomParticipant, *, administrator_id: uuid.UUID) -> dict[str, Any]:
@@ -69,7 +84,7 @@ def room_resource(
         "is_playing": room.is_playing,
         "playback_started_at": iso(room.playback_started_at),
         "playback_paused_at": iso(room.playback_paused_at),
-        "current_playback_position": 0,
+        "current_playback_position": paused_position(room),
         "created_at": iso(room.created_at),
         "updated_at": iso(room.updated_at),
         "administrator": user_full(room.administrator),

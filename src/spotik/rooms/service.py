@@ -18,7 +18,7 @@ from spotik.errors import Forbidden, NotFound
 from spotik.events import DomainEvent, EventBus
 from spotik.rooms import repository
 from spotik.rooms.models import Room, RoomParticipant
-from spotik.rooms.schemas import participant_resource, room_resource
+from spotik.rooms.schemas import participant_resource, room_resource, without_viewer
 from spotik.settings import Settings
 from spotik.timefmt import iso, now_iso
 from spotik.tracks.models import Track
@@ -42,6 +42,7 @@ async def list_rooms(session: AsyncSession, settings: Settings, *, viewer: User)
 async def room_payload(
     session: AsyncSession, settings: Settings, room_id: uuid.UUID, *, viewer: User, detail: bool = False
 ) -> dict[str, Any]:
+    """The room as ``viewer`` sees it (with ``user`` = the viewer); ``detail`` adds the queue."""
     room = await repository.room_with_graph(session, room_id)
     if room is None:
         raise NotFound("Room not found", error="Room not found")
@@ -57,7 +58,7 @@ async def room_payload(
         cover_url=covers.get(room_id),
         track_queue=queue,
         voted_track_ids=voted,
-        viewer=viewer if detail else None,
+        viewer=viewer,
     )
 
 
@@ -91,7 +92,11 @@ async def update_room(
     payload = await room_payload(session, settings, room.id, viewer=user)
     if values:
         await bus.publish(
-            DomainEvent("room_updated", room.id, {"room_id": str(room.id), "room": payload, "timestamp": now_iso()})
+            DomainEvent(
+                "room_updated",
+                room.id,
+                {"room_id": str(room.id), "room": without_viewer(payload), "timestamp": now_iso()},
+            )
         )
     return payload
 
@@ -133,14 +138,18 @@ async def delete_room(session: AsyncSession, settings: Settings, bus: EventBus, 
 
 async def _membership_event(session: AsyncSession, kind: str, room: Room, user: User, message: str) -> DomainEvent:
     participants = await repository.participants_with_users(session, room.id)
+    entries = [participant_resource(p, administrator_id=room.administrator_id) for p in participants]
+    # The client pushes ``user`` into its participant list as it is, next to REST entries: same shape.
+    entry = next((e for e in entries if e["id"] == str(user.id)), None)
+    person = {**user_full(user), **(entry or {"user_id": str(user.id), "user": user_full(user)})}
     return DomainEvent(
         kind,
         room.id,
         {
             "room_id": str(room.id),
-            "user": user_full(user),
+            "user": person,
             "participant_count": len(participants),
-            "participants": [participant_resource(p, administrator_id=room.administrator_id) for p in participants],
+            "participants": entries,
             "message": message,
             "timestamp": now_iso(),
         },
