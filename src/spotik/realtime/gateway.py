@@ -1,0 +1,469 @@
+"""``Realtime``: the app-scoped real-time gateway (contract D3, D4; issue 4).
+
+One object per app: the connection registry, the broker (in-process, or Redis pub/sub across instances), presence,
+the stale-connection janitor and the memory monitor. The lifespan builds it, ``start()``s it and ``stop()``s it
+before the database engine is disposed; ``/ws`` (``spotik.realtime.router``) hands every socket to ``serve``.
+
+Every ``DomainEvent`` with a ``room_id`` published on the event bus becomes the room broadcast
+``{type: event.type, data: event.data + {room_id, timestamp, server_time}, timestamp}`` to every socket that joined
+the room, the actor's included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.websockets import WebSocket
+
+from spotik.auth.schemas import user_full
+from spotik.auth.service import authenticate
+from spotik.auth.tokens import TokenService
+from spotik.errors import ApiError
+from spotik.events import DomainEvent, LocalEventBus
+from spotik.http.cors import origin_allowed
+from spotik.realtime import protocol
+from spotik.realtime.broker import Broker, LocalBroker, RedisBroker, RedisLink
+from spotik.realtime.connection import SEND_FAILURES, Connection, ServerHooks
+from spotik.realtime.handlers import Handlers
+from spotik.realtime.janitor import Janitor
+from spotik.realtime.memory import MB, MemoryMonitor
+from spotik.realtime.presence import LocalPresence, Presence, RedisPresence
+from spotik.realtime.protocol import CloseCode, ErrorCode, ServerType
+from spotik.realtime.registry import Refusal, Registry
+from spotik.settings import Settings
+from spotik.timefmt import iso, now_iso
+
+log = structlog.get_logger("spotik.realtime")
+
+TOKEN_SUBPROTOCOL_PREFIX = "token."  # noqa: S105 - a prefix, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeConfig:
+    max_connections: int = 1000
+    max_connections_per_room: int = 100
+    ping_interval: float = 30.0
+    activity_timeout: float = 600.0
+    sweep_interval: float = 300.0
+    sweep_budget: float = 0.1
+    queue_size: int = 100
+    batch_size: int = 10
+    send_timeout: float = 10.0
+    close_timeout: float = 5.0
+    max_message_bytes: int = 65_536
+    cors_origins: tuple[str, ...] = ()
+    redis_url: str | None = None
+    channel_prefix: str = "spotik:ws"
+    presence_ttl: float = 60.0
+    redis_reconnect_max: float = 5.0
+    memory_warning_bytes: int = 200 * MB
+    memory_critical_bytes: int = 400 * MB
+    memory_interval: float = 10.0
+    gc_young_every: int = 500
+    gc_full_min_interval: float = 1800.0
+
+
+def realtime_config(settings: Settings) -> RealtimeConfig:
+    """The one place that reads the real-time settings (names not yet in ``Settings`` fall back to defaults)."""
+    d = RealtimeConfig()
+
+    def get(name: str, default: Any) -> Any:
+        value = getattr(settings, name, None)
+        return default if value is None else value
+
+    return RealtimeConfig(
+        max_connections=int(get("ws_max_connections", d.max_connections)),
+        max_connections_per_room=int(get("ws_max_connections_per_room", d.max_connections_per_room)),
+        ping_interval=float(get("ws_ping_interval", d.ping_interval)),
+        activity_timeout=float(get("ws_activity_timeout", d.activity_timeout)),
+        sweep_interval=float(get("ws_sweep_interval", d.sweep_interval)),
+        sweep_budget=float(get("ws_sweep_budget", d.sweep_budget)),
+        queue_size=int(get("ws_queue_size", d.queue_size)),
+        batch_size=int(get("ws_batch_size", d.batch_size)),
+        send_timeout=float(get("ws_send_timeout", d.send_timeout)),
+        close_timeout=float(get("ws_close_timeout", d.close_timeout)),
+        max_message_bytes=int(get("ws_max_message_bytes", d.max_message_bytes)),
+        cors_origins=tuple(get("cors_origins", [])),
+        redis_url=get("redis_url", None) or None,
+        channel_prefix=str(get("ws_redis_prefix", d.channel_prefix)),
+        presence_ttl=float(get("ws_presence_ttl", d.presence_ttl)),
+        redis_reconnect_max=float(get("ws_redis_reconnect_max", d.redis_reconnect_max)),
+        memory_warning_bytes=int(float(get("memory_warning_mb", 200)) * MB),
+        memory_critical_bytes=int(float(get("memory_critical_mb", 400)) * MB),
+        memory_interval=float(get("memory_sample_interval", d.memory_interval)),
+        gc_young_every=int(get("gc_young_every_connections", d.gc_young_every)),
+        gc_full_min_interval=float(get("gc_full_min_interval", d.gc_full_min_interval)),
+    )
+
+
+def token_from(websocket: WebSocket) -> tuple[str | None, str | None]:
+    """The token (``?token=``, else ``Authorization: Bearer``, else ``Sec-WebSocket-Protocol: token.<jwt>``) and the
+    subprotocol to echo: a browser fails the handshake if it offered a subprotocol and none comes back."""
+    subprotocol = next(
+        (p for p in websocket.scope.get("subprotocols", ()) if p.strip().startswith(TOKEN_SUBPROTOCOL_PREFIX)), None
+    )
+    if subprotocol is not None:
+        subprotocol = subprotocol.strip()
+    token = websocket.query_params.get("token") or None
+    if token is None:
+        scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            token = value.strip()
+    if token is None and subprotocol is not None:
+        token = subprotocol[len(TOKEN_SUBPROTOCOL_PREFIX) :] or None
+    return token, subprotocol
+
+
+class Realtime:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        tokens: TokenService,
+        events: LocalEventBus,
+        config: RealtimeConfig | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config = config or realtime_config(settings)
+        self.sessionmaker = sessionmaker
+        self.tokens = tokens
+        self.events = events
+        self.instance_id = instance_id or uuid.uuid4().hex
+        self.registry = Registry(max_connections=config.max_connections, max_per_room=config.max_connections_per_room)
+        self.link: RedisLink | None = None
+        self.broker: Broker
+        self.presence: Presence
+        if config.redis_url:
+            self.link = RedisLink(config.redis_url)
+            self.broker = RedisBroker(
+                self.link,
+                self._deliver,
+                channel_prefix=config.channel_prefix,
+                instance_id=self.instance_id,
+                reconnect_max=config.redis_reconnect_max,
+            )
+            self.presence = RedisPresence(
+                self.registry,
+                self.link,
+                prefix=config.channel_prefix,
+                instance_id=self.instance_id,
+                ttl=config.presence_ttl,
+            )
+        else:
+            self.broker = LocalBroker(self._deliver, instance_id=self.instance_id)
+            self.presence = LocalPresence(self.registry)
+        self.janitor = Janitor(
+            self.registry,
+            activity_timeout=config.activity_timeout,
+            interval=config.sweep_interval,
+            budget_seconds=config.sweep_budget,
+        )
+        self.memory = MemoryMonitor(
+            warning_bytes=config.memory_warning_bytes,
+            critical_bytes=config.memory_critical_bytes,
+            interval=config.memory_interval,
+            gc_young_every=config.gc_young_every,
+            gc_full_min_interval=config.gc_full_min_interval,
+        )
+        self.handlers = Handlers(self)
+        self.accepting = False
+        self._stopped = False
+        self.events_broadcast = 0
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopping.clear()
+        await self.broker.start()
+        await self.presence.start()
+        self.memory.sample()
+        self._tasks = [
+            loop.create_task(self.janitor.run(self._stopping), name="spotik-ws-janitor"),
+            loop.create_task(self.memory.run(self._stopping), name="spotik-ws-memory"),
+        ]
+        self._unsubscribe = self.events.subscribe(self._on_event)
+        self.accepting = True
+        log.info(
+            "realtime started",
+            broker="redis" if self.link else "local",
+            instance_id=self.instance_id,
+            max_connections=self.config.max_connections,
+        )
+
+    async def stop(self) -> None:
+        """Refuse new sockets, flush every queue, close every socket with 1001, then stop the background tasks.
+        Bounded: sockets that cannot take their last messages within ``close_timeout`` are dropped. Idempotent (the
+        server's shutdown hook and the lifespan may both call it)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.accepting = False
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        connections = list(self.registry)
+        for connection in connections:
+            connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        results = await asyncio.gather(*(c.flushed(within=self.config.close_timeout) for c in connections))
+        stuck = [c for c, flushed in zip(connections, results, strict=True) if not flushed]
+        for connection in stuck:
+            connection.fail("shutdown: close not delivered in time")
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, self.config.close_timeout)
+        self._tasks = []
+        await self.presence.stop()
+        await self.broker.stop()
+        if self.link is not None:
+            await self.link.aclose()
+        log.info("realtime stopped", closed=len(connections), not_flushed=len(stuck))
+
+    async def wait_ready(self, within: float = 10.0) -> bool:
+        """With Redis: until this instance is subscribed (tests and readiness probes)."""
+        if isinstance(self.broker, RedisBroker):
+            return await self.broker.wait_subscribed(within)
+        return True
+
+    # --- broadcasting ----------------------------------------------------------------------------------------
+
+    async def _on_event(self, event: DomainEvent) -> None:
+        if event.room_id is None:
+            return
+        room_id = str(event.room_id)
+        item = protocol.room_broadcast(event.type, room_id, event.data, occurred_at=iso(event.occurred_at))
+        self.events_broadcast += 1
+        self.broker.publish(room_id, event.type, item)
+        # Enqueuing never waits for a socket; yielding once per event lets the writers flush between the events of
+        # a burst instead of letting every queue fill up first.
+        await asyncio.sleep(0)
+
+    def broadcast(self, room_id: str, event_type: str, data: dict[str, Any]) -> None:
+        """A room broadcast that is not a domain event (presence)."""
+        self.broker.publish(room_id, event_type, protocol.room_broadcast(event_type, room_id, data))
+
+    def _deliver(self, room_id: str, event_type: str, item: protocol.Outgoing) -> None:
+        """Local delivery of a room broadcast (from this instance or from another one through Redis)."""
+        self.registry.deliver(room_id, item)
+        if event_type == "room_deleted":
+            for connection in self.registry.clear_room(room_id):
+                log.info("websocket detached from deleted room", connection_id=connection.id, room_id=room_id)
+            self._spawn(self.presence.changed(room_id))
+        elif event_type == "user_left":
+            # The membership is gone (REST leave): that user's sockets stop receiving the room's events.
+            user_id = _user_id_of(item.text)
+            leaving = self.registry.user_connections(room_id, user_id) if user_id else []
+            for connection in leaving:
+                self.leave_room(connection)
+
+    # --- rooms -----------------------------------------------------------------------------------------------
+
+    def join_room(self, connection: Connection, room_id: str) -> Refusal | None:
+        previous = connection.room_id
+        refusal = self.registry.join(connection, room_id)
+        if refusal is None and previous is not None and previous != room_id:
+            self._spawn(self._announce_leave(previous, connection.user, connection.username))
+        return refusal
+
+    def leave_room(self, connection: Connection) -> str | None:
+        room_id = self.registry.leave(connection)
+        if room_id is not None:
+            self._spawn(self._announce_leave(room_id, connection.user, connection.username))
+        return room_id
+
+    async def _announce_leave(self, room_id: str, user: dict[str, Any], username: str) -> None:
+        await self.presence.changed(room_id)
+        if not self.accepting:
+            return
+        online = await self.presence.online(room_id)
+        self.broadcast(
+            room_id,
+            ServerType.USER_DISCONNECTED,
+            {
+                "user": user,
+                "websocket_connections": sum(online.values()),
+                "online_users": sorted(online),
+                "message": f"{username} disconnected from the room",
+            },
+        )
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _forget(self, connection: Connection) -> None:
+        """The connection is closing or gone: out of the registry (limits free up), presence updated."""
+        room_id = self.registry.remove(connection)
+        if room_id is not None:
+            self._spawn(self._announce_leave(room_id, connection.user, connection.username))
+
+    # --- one socket ------------------------------------------------------------------------------------------
+
+    async def serve(self, websocket: WebSocket) -> None:
+        token, subprotocol = token_from(websocket)
+        if not self.accepting:
+            shutting_down = Refusal(CloseCode.GOING_AWAY, ErrorCode.SERVER_SHUTTING_DOWN, "server shutting down")
+            await self._refuse(websocket, subprotocol, shutting_down)
+            return
+        origin = websocket.headers.get("origin")
+        if origin is not None and not origin_allowed(origin, list(self.config.cors_origins)):
+            forbidden = Refusal(CloseCode.FORBIDDEN, ErrorCode.ORIGIN_NOT_ALLOWED, "origin not allowed")
+            await self._refuse(websocket, subprotocol, forbidden)
+            return
+        refusal = self.registry.admission()  # before any database work
+        if refusal is not None:
+            self.registry.total_refused += 1
+            await self._refuse(websocket, subprotocol, refusal)
+            return
+        if token is None:
+            await self._refuse(websocket, subprotocol, unauthorized("Token not provided"))
+            return
+        try:
+            async with self.sessionmaker() as session:
+                _claims, user = await authenticate(session, self.tokens, token)
+                user_data = user_full(user)
+        except ApiError as exc:
+            await self._refuse(websocket, subprotocol, unauthorized(exc.message))
+            return
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:  # database down or pool exhausted: try again later
+            log.warning("websocket authentication unavailable", error=f"{type(exc).__name__}: {exc}")
+            busy = Refusal(CloseCode.TRY_AGAIN_LATER, ErrorCode.SERVER_BUSY, "server busy, try again later")
+            await self._refuse(websocket, subprotocol, busy)
+            return
+        await websocket.accept(subprotocol=subprotocol)
+        connection = Connection(
+            websocket,
+            user_id=str(user.id),
+            username=str(user.username),
+            user=user_data,
+            queue_size=self.config.queue_size,
+            batch_size=self.config.batch_size,
+            send_timeout=self.config.send_timeout,
+            connected_at_iso=now_iso(),
+            hooks=ServerHooks.detect(websocket._receive),
+            on_closed=self._forget,
+        )
+        refusal = self.registry.add(connection)  # re-checked: other sockets may have arrived during authentication
+        if refusal is not None:
+            connection.enqueue(protocol.error(refusal.error_code, refusal.reason))
+            connection.close(refusal.code, refusal.reason)
+            await connection.flushed(within=self.config.close_timeout)
+            return
+        self.memory.note_connection()
+        connection.enqueue(
+            protocol.reply(
+                ServerType.CONNECTION_ESTABLISHED,
+                {
+                    "connection_id": connection.id,
+                    "user": user_data,
+                    "server_time": now_iso(),
+                    "message": "Connected to Spotik real-time server",
+                },
+            )
+        )
+        try:
+            await self._read(connection, websocket)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not connection.dead or task is None:
+                raise
+            task.uncancel()  # cancelled by the writer: a slow consumer that was cut off
+        finally:
+            connection.detach()
+            self._forget(connection)
+
+    async def _refuse(self, websocket: WebSocket, subprotocol: str | None, refusal: Refusal) -> None:
+        """Accept, say why, close with the code: a refused handshake would only show the browser a 1006."""
+        with contextlib.suppress(*SEND_FAILURES):
+            async with asyncio.timeout(self.config.close_timeout):
+                await websocket.accept(subprotocol=subprotocol)
+                await websocket.send_text(protocol.error(refusal.error_code, refusal.reason).text)
+                await websocket.close(refusal.code, refusal.reason)
+
+    async def _read(self, connection: Connection, websocket: WebSocket) -> None:
+        limit = self.config.max_message_bytes
+        receive = websocket.receive
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return
+            if kind != "websocket.receive":
+                continue
+            text = message.get("text")
+            if text is not None:
+                size = len(text) if text.isascii() else len(text.encode())
+                payload: str | bytes = text
+            else:
+                payload = message.get("bytes") or b""
+                size = len(payload)
+            connection.note_received(size)
+            if size > limit:
+                connection.enqueue(protocol.error(ErrorCode.MESSAGE_TOO_BIG, f"Messages are limited to {limit} bytes"))
+                connection.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                await connection.flushed(within=self.config.close_timeout)
+                return
+            try:
+                parsed = protocol.parse(payload)
+            except protocol.ProtocolError as exc:
+                connection.enqueue(protocol.error(exc.code, exc.message))
+                continue
+            await self.handlers.dispatch(connection, parsed)
+            if connection.closing or connection.dead:
+                await connection.flushed(within=self.config.close_timeout)
+                return
+
+    # --- figures ---------------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "accepting": self.accepting,
+            "events_broadcast": self.events_broadcast,
+            "connections": self.registry.stats(),
+            "broker": self.broker.stats(),
+            "presence": self.presence.stats(),
+            "memory": self.memory.status(),
+            "janitor": {
+                "sweeps": self.janitor.sweeps,
+                "closed_total": self.janitor.closed_total,
+                "activity_timeout_seconds": self.config.activity_timeout,
+                "sweep_interval_seconds": self.config.sweep_interval,
+            },
+            "handled": dict(self.handlers.handled),
+        }
+
+    def connections(self) -> list[dict[str, Any]]:
+        now = asyncio.get_running_loop().time()
+        return [c.describe(now) for c in self.registry]
+
+
+def unauthorized(message: str) -> Refusal:
+    return Refusal(CloseCode.UNAUTHORIZED, ErrorCode.AUTHENTICATION_FAILED, message)
+
+
+def _user_id_of(text: str) -> str | None:
+    try:
+        user = orjson.loads(text)["data"]["user"]
+        return str(user["id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None

@@ -1,0 +1,216 @@
+"""The gateway under a real uvicorn (websockets-sansio) on loopback, driven by the ``websockets`` client.
+
+The in-process transport buffers without bound, so back-pressure, keepalive pings and uvicorn's shutdown order can
+only be tested against the real server stack. The server runs in this event loop, so the tests can look at the
+registry while the clients misbehave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from spotik.events import DomainEvent
+from spotik.realtime.connection import Connection
+from spotik.settings import Settings
+from tests.conftest import make_settings
+from tests.helpers import Account, register
+from tests.integration.test_websocket_support import WAIT, LiveServer, live_server, send, wait_for
+
+pytestmark = pytest.mark.slow
+BROADCASTS = 10_000
+PADDING = "x" * 1000  # ~1 KB per message: 10,000 of them overflow any loopback socket buffer
+
+
+@pytest.fixture
+def sqlite_settings(sqlite_template: Path, tmp_path: Path) -> Settings:
+    target = tmp_path / "spotik.sqlite3"
+    shutil.copyfile(sqlite_template, target)
+    return make_settings(f"sqlite:///{target}", tmp_path / "storage")
+
+
+async def recv_json(ws: ClientConnection, within: float = WAIT) -> dict[str, Any]:
+    async with asyncio.timeout(within):
+        message: dict[str, Any] = orjson.loads(await ws.recv())
+    return message
+
+
+async def recv_type(ws: ClientConnection, message_type: str, within: float = WAIT) -> dict[str, Any]:
+    async with asyncio.timeout(within):
+        while True:
+            message = await recv_json(ws, within)
+            if message["type"] == message_type:
+                return message
+
+
+async def setup_room(server: LiveServer, names: list[str]) -> tuple[list[Account], str]:
+    async with httpx2.AsyncClient(base_url=server.http, timeout=WAIT) as http:
+        accounts = [await register(http, name) for name in names]
+        response = await http.post("/api/rooms", json={"name": "Live"}, headers=accounts[0].headers)
+        room_id: str = response.json()["data"]["id"]
+        for account in accounts[1:]:
+            assert (await http.post(f"/api/rooms/{room_id}/join", headers=account.headers)).status_code == 200
+    return accounts, room_id
+
+
+@asynccontextmanager
+async def socket_in_room(
+    server: LiveServer, account: Account, room_id: str, *, stuck: bool = False, **kwargs: Any
+) -> AsyncIterator[ClientConnection]:
+    """A joined client. ``stuck``: a tiny receive buffer and a one-frame client queue, so that once it stops
+    calling ``recv`` the server's writes back up within a few kilobytes."""
+    sock = None
+    if stuck:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        kwargs |= {"sock": sock, "max_queue": 1}
+    async with connect(f"{server.ws_url}?token={account.token}", ping_interval=None, **kwargs) as ws:
+        await recv_type(ws, "connection_established")
+        await ws.send(send("join_room", room_id=room_id))
+        await recv_type(ws, "room_joined")
+        yield ws
+
+
+def connection_of(server: LiveServer, account: Account) -> Connection:
+    (found,) = [c for c in server.realtime.registry if c.user_id == account.id]
+    return found
+
+
+async def publish_votes(server: LiveServer, room_id: str, count: int, start: int = 0) -> float:
+    started = time.perf_counter()
+    room = uuid.UUID(room_id)
+    for index in range(start, start + count):
+        await server.state.events.publish(DomainEvent("track_voted", room, {"n": index, "padding": PADDING}))
+    return time.perf_counter() - started
+
+
+async def collect_votes(ws: ClientConnection, count: int) -> list[int]:
+    seen: list[int] = []
+    async with asyncio.timeout(120):
+        while len(seen) < count:
+            message = orjson.loads(await ws.recv())
+            if message["type"] == "track_voted":
+                seen.append(message["data"]["n"])
+    return seen
+
+
+async def test_a_stuck_reader_never_slows_the_broadcaster_or_the_others(sqlite_settings: Settings) -> None:
+    async with live_server(sqlite_settings, send_timeout=300) as server:
+        accounts, room_id = await setup_room(server, ["stuck", "fast1", "fast2", "fast3"])
+        stuck_account, fast_accounts = accounts[0], accounts[1:]
+        async with AsyncExitStack() as stack:
+            stuck_ws = await stack.enter_async_context(socket_in_room(server, stuck_account, room_id, stuck=True))
+            fast = [await stack.enter_async_context(socket_in_room(server, a, room_id)) for a in fast_accounts]
+            stuck = connection_of(server, stuck_account)
+            await wait_for(lambda: all(c.queue_depth == 0 and not c.writing for c in server.realtime.registry))
+            out_before, dropped_before = stuck.messages_out, stuck.dropped
+            readers = [asyncio.create_task(collect_votes(ws, BROADCASTS)) for ws in fast]
+
+            depths: list[int] = []
+
+            async def watch() -> None:
+                while True:
+                    depths.append(stuck.normal_depth)
+                    await asyncio.sleep(0.005)
+
+            watcher = asyncio.create_task(watch())
+            elapsed = await publish_votes(server, room_id, BROADCASTS)
+            watcher.cancel()
+            received = await asyncio.gather(*readers)
+
+            # the broadcaster finished while the stuck client was still stuck, and quickly
+            assert stuck.writing  # its writer is still waiting on the socket the client does not read
+            assert elapsed < 60, f"broadcasting {BROADCASTS} messages took {elapsed:.1f}s"
+            # every other client got every message, in order
+            for seen in received:
+                assert seen == list(range(BROADCASTS))
+            # the stuck connection's queue stayed bounded and the overflow was counted
+            assert max(depths) <= 100 and stuck.max_depth <= 100
+            assert stuck.queue_depth <= 100
+            dropped = stuck.dropped - dropped_before
+            assert dropped > 0
+            sent = stuck.messages_out - out_before
+            assert 0 < stuck.in_flight <= 10  # one batch at most is taken and waiting on the socket
+            assert sent + dropped + stuck.queue_depth + stuck.in_flight == BROADCASTS
+            assert not stuck.dead and server.realtime.registry.get(stuck.id) is stuck
+
+            # once it reads again it gets a gap-free tail: increasing numbers ending with the newest message
+            tail = await collect_votes(stuck_ws, sent + stuck.queue_depth + stuck.in_flight)
+            assert tail == sorted(tail) and tail[-1] == BROADCASTS - 1
+            print(  # the figures, for the report
+                f"\nbroadcast {BROADCASTS} in {elapsed:.2f}s; stuck client: sent {sent}, dropped {dropped}, "
+                f"max depth {stuck.max_depth}"
+            )
+
+
+async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(sqlite_settings: Settings) -> None:
+    async with live_server(sqlite_settings, send_timeout=0.5) as server:
+        accounts, room_id = await setup_room(server, ["stuck", "fast"])
+        async with AsyncExitStack() as stack:
+            stuck_ws = await stack.enter_async_context(socket_in_room(server, accounts[0], room_id, stuck=True))
+            fast_ws = await stack.enter_async_context(socket_in_room(server, accounts[1], room_id))
+            stuck = connection_of(server, accounts[0])
+            reader = asyncio.create_task(collect_votes(fast_ws, BROADCASTS))
+            await publish_votes(server, room_id, BROADCASTS)
+            assert await reader == list(range(BROADCASTS))  # the fast client is not affected
+            await wait_for(lambda: server.realtime.registry.get(stuck.id) is None, what="stuck client removed")
+            assert stuck.dead
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(WAIT):
+                    while True:
+                        await stuck_ws.recv()
+
+
+async def test_a_client_that_answers_pings_is_never_swept_one_that_does_not_is(sqlite_settings: Settings) -> None:
+    async with live_server(sqlite_settings, ws_ping_interval=0.1, ws_ping_timeout=30, activity_timeout=0.5) as server:
+        accounts, room_id = await setup_room(server, ["listener", "silent"])
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(socket_in_room(server, accounts[0], room_id))
+            silent_ws = await stack.enter_async_context(socket_in_room(server, accounts[1], room_id))
+            listener, silent = connection_of(server, accounts[0]), connection_of(server, accounts[1])
+            assert listener.hooks is not None and listener.hooks.keepalive_enabled
+            silent_ws.transport.pause_reading()  # no more reading, so no more pongs
+            loop = asyncio.get_running_loop()
+            # both have sent nothing for longer than the activity timeout; only the listener kept answering pings
+            await wait_for(lambda: loop.time() - listener.last_message_at > 0.5, what="listener quiet")
+            await wait_for(lambda: loop.time() - silent.last_activity() > 0.5, what="silent inactive")
+            assert loop.time() - listener.last_activity() < 0.5
+            result = await server.realtime.janitor.sweep()
+            assert result.closed == 1
+            await wait_for(lambda: server.realtime.registry.get(silent.id) is None, what="silent removed")
+            assert server.realtime.registry.get(listener.id) is listener
+            silent_ws.transport.resume_reading()  # let it see the close (a quick teardown)
+
+
+async def test_server_shutdown_flushes_and_closes_every_socket_with_1001(sqlite_settings: Settings) -> None:
+    async with live_server(sqlite_settings) as server:
+        accounts, room_id = await setup_room(server, ["a", "b"])
+        async with AsyncExitStack() as stack:
+            sockets = [await stack.enter_async_context(socket_in_room(server, a, room_id)) for a in accounts]
+            await publish_votes(server, room_id, 50)
+            server.server.should_exit = True  # what SIGTERM does
+            for ws in sockets:
+                votes: list[int] = []
+                with pytest.raises(ConnectionClosed) as closed:
+                    async with asyncio.timeout(WAIT):
+                        while True:
+                            message = orjson.loads(await ws.recv())
+                            if message["type"] == "track_voted":
+                                votes.append(message["data"]["n"])
+                assert votes == list(range(50))
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+                assert closed.value.rcvd.reason == "server shutting down"

@@ -1,0 +1,89 @@
+"""The memory monitor: levels logged once per crossing, and the GC policy (young generation after N new connections,
+full collections only under pressure and rate-limited), measured rather than assumed."""
+
+from __future__ import annotations
+
+from structlog.testing import capture_logs
+
+from spotik.realtime.memory import Level, MemoryMonitor
+from spotik.settings import Settings
+from tests.integration.test_websocket_support import people, receive, running_app, wait_for
+
+TB = 1024**4
+
+
+def monitor(**overrides: int | float) -> MemoryMonitor:
+    values: dict[str, int | float] = {
+        "warning_bytes": TB,
+        "critical_bytes": 2 * TB,
+        "interval": 3600,
+        "gc_young_every": 3,
+        "gc_full_min_interval": 3600,
+    }
+    values.update(overrides)
+    return MemoryMonitor(**values)  # type: ignore[arg-type]
+
+
+def test_levels_are_logged_once_per_crossing_and_exposed() -> None:
+    memory = monitor()
+    with capture_logs() as logs:
+        assert memory.sample() is Level.OK
+        memory.warning_bytes = 1  # any process is above one byte
+        assert memory.sample() is Level.WARNING
+        assert memory.sample() is Level.WARNING  # no second log for the same level
+        memory.critical_bytes = 1
+        assert memory.sample() is Level.CRITICAL
+        memory.warning_bytes, memory.critical_bytes = TB, 2 * TB
+        assert memory.sample() is Level.OK
+    assert [(entry["event"], entry["log_level"]) for entry in logs] == [
+        ("memory warning", "warning"),
+        ("memory critical", "error"),
+        ("memory level lowered", "info"),
+    ]
+    status = memory.status()
+    assert status["level"] == "ok" and status["level_changes"] == 3 and status["rss_mb"] > 0
+    assert status["warning_mb"] == TB / 1024 / 1024
+
+
+def test_young_collection_after_n_new_connections_only() -> None:
+    memory = monitor()
+    memory.note_connection()
+    memory.note_connection()
+    memory.tick()
+    assert memory.young_collections == []
+    memory.note_connection()
+    memory.tick()
+    (young,) = memory.young_collections
+    assert young.generation == 0 and young.pause_ms >= 0 and young.rss_before > 0 and young.rss_after > 0
+    memory.tick()
+    assert len(memory.young_collections) == 1  # the counter started over
+    assert memory.full_collections == []  # no pressure, no full collection
+
+
+def test_full_collection_only_under_pressure_and_at_most_once_per_interval() -> None:
+    memory = monitor(warning_bytes=1)
+    garbage = [[index] for index in range(10_000)]
+    cycle: list[object] = []
+    cycle.append(cycle)  # a reference cycle only the cyclic collector frees
+    del garbage, cycle
+    memory.tick()
+    (full,) = memory.full_collections
+    assert full.generation == 2 and full.collected >= 1 and full.reason == "memory warning"
+    memory.tick()
+    memory.tick()
+    assert len(memory.full_collections) == 1  # rate-limited (gc_full_min_interval)
+    memory.gc_full_min_interval = 0
+    memory.tick()
+    assert len(memory.full_collections) == 2
+
+
+async def test_the_gateway_counts_connections_for_the_monitor_task(settings: Settings) -> None:
+    async with running_app(settings, gc_young_every=2, memory_interval=0.05) as env:
+        (alice,) = await people(env.client, "alice")
+        for _ in range(2):
+            async with env.ws(alice.token) as ws:
+                await receive(ws)
+        memory = env.realtime.memory
+        await wait_for(lambda: len(memory.young_collections) == 1, what="young collection by the monitor task")
+        assert memory.connections_seen == 2 and memory.samples >= 2
+        assert env.realtime.status()["memory"]["young_collections"][0]["reason"] == "2 new connections"

@@ -1,0 +1,257 @@
+"""Test glue for the real-time gateway (no tests here).
+
+``wire_realtime`` does to an app built by ``create_app(settings)`` what the lifespan and ``create_app`` will do once
+the gateway is wired in (see the realtime issue): include ``spotik.realtime.router`` and, in the lifespan, build a
+``Realtime`` after the app state, ``start()`` it, expose it as ``AppState.realtime`` and ``stop()`` it before the
+engine is disposed. If the app already has ``/ws`` and ``AppState.realtime``, it changes nothing except applying
+the test's config overrides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+import uvicorn
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from httpx2.websockets import ASGIWebSocketTransport, AsyncWebSocketClient, AsyncWebSocketSession, WebSocketDisconnect
+
+from spotik.app import create_app
+from spotik.realtime.gateway import Realtime, realtime_config
+from spotik.realtime.router import router as realtime_router
+from spotik.realtime.serving import RealtimeServer
+from spotik.settings import Settings
+from spotik.state import AppState
+from tests.conftest import unavailable
+from tests.helpers import Account, register
+
+WAIT = 10.0  # the bound on every wait for an outcome
+
+
+def has_ws_route(app: FastAPI) -> bool:
+    return any(getattr(route, "path", None) == "/ws" for route in app.router.routes)
+
+
+def wire_realtime(app: FastAPI, settings: Settings, **overrides: Any) -> FastAPI:
+    if not has_ws_route(app):
+        app.include_router(realtime_router)
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(wrapped: FastAPI) -> AsyncIterator[Any]:
+        async with inner(wrapped) as state:
+            app_state: AppState = state["spotik"]
+            existing = getattr(app_state, "realtime", None)
+            if existing is not None:  # wired by the lifespan already: rebuild it with the test's config
+                await existing.stop()
+            realtime = Realtime(
+                settings=app_state.settings,
+                sessionmaker=app_state.sessionmaker,
+                tokens=app_state.tokens,
+                events=app_state.events,
+                config=dataclasses.replace(realtime_config(settings), **overrides),
+            )
+            await realtime.start()
+            app_state.realtime = realtime  # type: ignore[attr-defined]
+            try:
+                yield state
+            finally:
+                await realtime.stop()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+@dataclass
+class RunningApp:
+    app: Any  # the ASGI app with lifespan state
+    state: AppState
+    client: httpx2.AsyncClient
+
+    @property
+    def realtime(self) -> Realtime:
+        realtime: Realtime = self.state.realtime  # type: ignore[attr-defined]
+        return realtime
+
+    def ws(
+        self, token: str | None = None, **kwargs: Any
+    ) -> contextlib.AbstractAsyncContextManager[AsyncWebSocketSession]:
+        url = "http://testserver/ws" + (f"?token={token}" if token is not None else "")
+        return AsyncWebSocketClient(self.client).connect(url, **kwargs)
+
+
+@asynccontextmanager
+async def running_app(settings: Settings, **overrides: Any) -> AsyncIterator[RunningApp]:
+    app = wire_realtime(create_app(settings), settings, **overrides)
+    async with LifespanManager(app) as manager:
+        state: AppState = manager._state["spotik"]
+        transport = ASGIWebSocketTransport(app=manager.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield RunningApp(manager.app, state, client)
+
+
+async def receive(ws: AsyncWebSocketSession, within: float = WAIT) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(await ws.receive_text(timeout=within))
+    return message
+
+
+async def receive_type(ws: AsyncWebSocketSession, message_type: str, within: float = WAIT) -> dict[str, Any]:
+    """The next message of ``message_type`` (others are skipped), within a bounded time."""
+    deadline = time.monotonic() + within
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no {message_type!r} message within {within}s")
+        message = await receive(ws, remaining)
+        if message["type"] == message_type:
+            return message
+
+
+async def receive_types(ws: AsyncWebSocketSession, *types: str, within: float = WAIT) -> dict[str, dict[str, Any]]:
+    """The first message of each of ``types``, whatever their order (others are skipped), within a bounded time."""
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + within
+    while len(found) < len(types):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"missing {set(types) - set(found)} after {within}s")
+        message = await receive(ws, remaining)
+        if message["type"] in types and message["type"] not in found:
+            found[message["type"]] = message
+    return found
+
+
+async def closed_with(ws: AsyncWebSocketSession, within: float = WAIT) -> tuple[int, str, list[dict[str, Any]]]:
+    """Read until the server closes; the close code, reason and the messages seen before it."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + within
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"socket not closed within {within}s; saw {[m['type'] for m in seen]}")
+        try:
+            seen.append(orjson.loads(await ws.receive_text(timeout=remaining)))
+        except WebSocketDisconnect as exc:
+            return exc.code, exc.reason or "", seen
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = WAIT, what: str = "condition") -> None:
+    """Poll a condition on the server's state (the outcome, not the clock), failing after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {within}s")
+        await asyncio.sleep(0.01)
+
+
+async def create_room(client: httpx2.AsyncClient, owner: Account, name: str = "Listening party") -> str:
+    response = await client.post("/api/rooms", json={"name": name}, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    room_id: str = response.json()["data"]["id"]
+    return room_id
+
+
+async def join(client: httpx2.AsyncClient, room_id: str, account: Account) -> None:
+    response = await client.post(f"/api/rooms/{room_id}/join", headers=account.headers)
+    assert response.status_code == 200, response.text
+
+
+async def people(client: httpx2.AsyncClient, *names: str) -> list[Account]:
+    return [await register(client, name) for name in names]
+
+
+def send(message_type: str, **data: Any) -> str:
+    return orjson.dumps({"type": message_type, "data": data}).decode()
+
+
+# --- a real uvicorn server in this process (for back-pressure: the in-process transport buffers without bound) ---
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    server: RealtimeServer
+    task: asyncio.Task[None]
+    port: int
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def state(self) -> AppState:
+        app_state: AppState = self.server.lifespan.state["spotik"]
+        return app_state
+
+    @property
+    def realtime(self) -> Realtime:
+        realtime: Realtime = self.state.realtime  # type: ignore[attr-defined]
+        return realtime
+
+
+@asynccontextmanager
+async def live_server(
+    settings: Settings, *, ws_ping_interval: float | None = None, ws_ping_timeout: float | None = None, **overrides: Any
+) -> AsyncIterator[LiveServer]:
+    """uvicorn (websockets-sansio, as ``spotik serve`` runs it) on a free loopback port, in this event loop."""
+    app = wire_realtime(create_app(settings), settings, **overrides)
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_ping_interval=ws_ping_interval,
+        ws_ping_timeout=ws_ping_timeout,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = RealtimeServer(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    await wait_for(lambda: server.started or task.done(), what="uvicorn start")
+    if task.done():
+        task.result()
+    try:
+        yield LiveServer(server, task, port)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+
+
+async def redis_reachable(url: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except Exception as exc:  # any failure means "not reachable"
+        unavailable(f"Redis at {url}", exc)
+    finally:
+        await client.aclose()
+
+
+__all__ = ["WAIT", "pytest"]
