@@ -20,6 +20,7 @@ migrate: $(BIN)/.installed
 # unreachable PostgreSQL or Redis into a failure instead of a loud skip.
 test: $(BIN)/.installed
 	bash scripts/install-test-tools.sh
+	bash scripts/install-browser.sh $(BIN)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed

@@ -18,8 +18,11 @@ from spotik.health.router import router as health_router
 from spotik.http.cors import CORSMiddleware, cors_options
 from spotik.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
 from spotik.lifespan import build_lifespan
+from spotik.performance.api import PerformanceApi
+from spotik.performance.monitor import Monitoring
 from spotik.playback.router import router as playback_router
 from spotik.playlists.router import router as playlists_router
+from spotik.realtime.router import router as realtime_router
 from spotik.rooms.router import router as rooms_router
 from spotik.settings import Settings
 from spotik.tracks.router import router as tracks_router
@@ -59,15 +62,18 @@ async def _request_validation_error(_request: Request, exc: Exception) -> Respon
 
 
 def create_app(settings: Settings) -> FastAPI:
+    monitoring = Monitoring(settings)  # app-scoped: metrics registry, query/memory monitors, rate limiter
     app = FastAPI(
         title="Spotik",
         version="0.1.0",
         lifespan=build_lifespan(settings),
         default_response_class=JSONResponse,
         middleware=[
-            # Outermost first. CORS wraps the error handler so that browsers can read errors too.
+            # Outermost first. CORS wraps the error handler and the rate limiter so that browsers can read errors too.
             Middleware(RequestIdMiddleware),
+            *monitoring.outer_middleware(),  # request timing (+ security headers, gzip, memory sampling)
             Middleware(CORSMiddleware, **cors_options(settings.cors_origins)),
+            *monitoring.inner_middleware(),  # rate limit
             Middleware(UnhandledErrorMiddleware),
         ],
         exception_handlers={
@@ -85,6 +91,9 @@ def create_app(settings: Settings) -> FastAPI:
         genres_router,
         playlists_router,
         covers_router,
+        realtime_router,
     ):
         app.include_router(router)
+    app.include_router(monitoring.router())  # GET /metrics; its lifespan starts/stops the monitoring
+    app.include_router(PerformanceApi(settings).router())  # /api/performance/*, /api/metrics, /dashboard
     return app

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from spotik.auth.tokens import TokenService
 from spotik.db.engine import create_engine, create_sessionmaker
 from spotik.playback.scheduler import PlaybackScheduler
+from spotik.realtime.gateway import Realtime
 from spotik.settings import Settings
 from spotik.state import AppState
 
@@ -39,6 +40,10 @@ def build_lifespan(settings: Settings) -> Lifespan:
                 blacklist_grace_seconds=settings.jwt_blacklist_grace_period,
             ),
         )
+        state.realtime = Realtime(
+            settings=settings, sessionmaker=state.sessionmaker, tokens=state.tokens, events=state.events
+        )
+        await state.realtime.start()
         # Started last and stopped first: its first pass catches up rooms whose track ended while we were down.
         state.playback_scheduler = PlaybackScheduler(state.sessionmaker, state.events)
         await state.playback_scheduler.start()
@@ -47,6 +52,7 @@ def build_lifespan(settings: Settings) -> Lifespan:
             yield {"spotik": state}
         finally:
             await state.playback_scheduler.stop()
+            await state.realtime.stop()  # flush queues, close every socket with 1001
             await engine.dispose()
             log.info("stopped", detail="connection pool closed")
 

@@ -10,19 +10,22 @@ YAML layering, later wins: ``default.yml``; the seed's ``performance.yml``, ``ca
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import yaml
+from limits import parse as parse_rate_limit
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_JWT_SECRET = "spotik-insecure-development-secret-change-me!"  # noqa: S105 - refused in production
 MIN_JWT_SECRET_LENGTH = 32
 SEED_FILES = ("performance.yml", "cache.yml", "database.yml")
+PROBE_PATHS = ("/live", "/ready", "/metrics")  # never rate limited by default
 
 
 class Environment(StrEnum):
@@ -134,6 +137,49 @@ class Settings(BaseSettings):
     cache_ttl: int = Field(default=300, ge=0)  # s
     performance_admins: list[str] = Field(default_factory=list)
 
+    # Real time (/ws): limits, keepalive, queues, fan-out through Redis, memory monitor
+    ws_max_connections_per_room: int = Field(default=100, ge=1)
+    ws_ping_timeout: float = Field(default=20.0, gt=0)  # s
+    ws_sweep_interval: float = Field(default=300.0, gt=0)  # s, stale-connection sweep
+    ws_sweep_budget: float = Field(default=0.1, ge=0)  # s of work per sweep slice
+    ws_queue_size: int = Field(default=100, ge=1)  # non-critical messages queued per connection
+    ws_batch_size: int = Field(default=10, ge=1)  # messages per write batch
+    ws_send_timeout: float = Field(default=10.0, gt=0)  # s before a stuck client is cut off
+    ws_close_timeout: float = Field(default=5.0, gt=0)  # s
+    ws_max_message_bytes: int = Field(default=65_536, ge=1024)  # larger client frames close with 1009
+    ws_redis_prefix: str = "spotik:ws"
+    ws_presence_ttl: float = Field(default=60.0, gt=0)  # s
+    ws_redis_reconnect_max: float = Field(default=5.0, gt=0)  # s, backoff ceiling
+    memory_warning_mb: float = Field(default=200.0, gt=0)
+    memory_critical_mb: float = Field(default=400.0, gt=0)
+    memory_sample_interval: float = Field(default=10.0, gt=0)  # s
+    gc_young_every_connections: int = Field(default=500, ge=1)
+    gc_full_min_interval: float = Field(default=1800.0, gt=0)  # s
+
+    # Middleware stack (spotik.performance): each layer can be switched off; limits use the `limits` syntax
+    # ("10/minute", "60 per 10 seconds"). List settings accept comma-separated environment values.
+    slow_query_explain: bool | None = None  # log EXPLAIN of slow SELECTs; None = only in development
+    n_plus_one_threshold: int = Field(default=5, ge=2)  # identical statements in one request flagged at this count
+    memory_sample_every: int = Field(default=50, ge=0)  # sample RSS around 1 request in N (0 = off)
+    memory_window_size: int = Field(default=1000, ge=1)  # samples kept in the sliding window
+    security_headers_enabled: bool = True
+    content_security_policy: str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    x_frame_options: str = "DENY"  # empty = header not sent (same for the three below)
+    referrer_policy: str = "strict-origin-when-cross-origin"
+    permissions_policy: str = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+    hsts_max_age: int = Field(default=31_536_000, ge=0)  # s; sent only over TLS; 0 = no HSTS
+    hsts_include_subdomains: bool = False
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)  # IPs/CIDRs; XFF honoured
+    gzip_enabled: bool = True
+    gzip_level: int = Field(default=5, ge=1, le=9)
+    gzip_min_size: int = Field(default=1024, ge=0)  # bytes; bodies larger than this are compressed
+    rate_limit_burst: str = "60/10 seconds"  # per client IP, on top of MAX_REQUESTS_PER_HOUR
+    rate_limit_login: str = "10/minute"  # per client IP, POST /api/auth/login
+    rate_limit_register: str = "10/hour"  # per client IP, POST /api/auth/register
+    rate_limit_strategy: Literal["fixed-window", "sliding-window-counter", "moving-window"] = "fixed-window"
+    rate_limit_key_prefix: str = "spotik:ratelimit"  # shared by every instance using the same REDIS_URL
+    rate_limit_exempt_paths: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(PROBE_PATHS))
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -154,6 +200,32 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies", "rate_limit_exempt_paths", mode="before")
+    @classmethod
+    def _split_monitoring_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxy_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("rate_limit_burst", "rate_limit_login", "rate_limit_register")
+    @classmethod
+    def _valid_rate_limit(cls, value: str) -> str:
+        try:
+            parse_rate_limit(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '10/minute' or '60 per 10 seconds'") from None
         return value
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from spotik.settings import Settings
 
 if TYPE_CHECKING:
     from spotik.playback.scheduler import PlaybackScheduler
+    from spotik.realtime.gateway import Realtime
 
 
 @dataclass
@@ -27,3 +28,5 @@ class AppState:
     started_monotonic: float = field(default_factory=time.monotonic)
     # Advances rooms whose track has ended (contract D5); started and stopped by the lifespan.
     playback_scheduler: PlaybackScheduler | None = None
+    # The WebSocket gateway (/ws): connections, rooms, fan-out; started and stopped by the lifespan.
+    realtime: Realtime | None = None
