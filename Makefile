@@ -23,6 +23,10 @@ test: $(BIN)/.installed
 	bash scripts/install-browser.sh $(BIN)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Bounded, loopback-only benchmarks (see bench/README.md); reports go to bench/reports/.
+bench: $(BIN)/.installed
+	$(BIN)/python bench/middleware_overhead.py
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
 
     # Browsers: exact origins, "*" for any, or "loopback" for any http(s) origin on a loopback host.
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Logging
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     ws_activity_timeout: float = Field(default=600.0, gt=0)  # s
     cache_enabled: bool = True
     cache_ttl: int = Field(default=300, ge=0)  # s
-    performance_admins: list[str] = Field(default_factory=list)
+    performance_admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Real time (/ws): limits, keepalive, queues, fan-out through Redis, memory monitor
     ws_max_connections_per_room: int = Field(default=100, ge=1)

@@ -75,6 +75,14 @@ def test_environment_variables_win_over_yaml(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.ws_max_connections == 10000 and settings.cache_ttl == 7 and settings.max_requests_per_hour == 99
 
 
+def test_list_settings_accept_comma_separated_environment_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "http://a.example, http://b.example,loopback")
+    monkeypatch.setenv("PERFORMANCE_ADMINS", "ana,bob@example.com")
+    settings = Settings()
+    assert settings.cors_origins == ["http://a.example", "http://b.example", "loopback"]
+    assert settings.performance_admins == ["ana", "bob@example.com"]
+
+
 def test_yaml_directory_is_layered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "default.yml").write_text("port: 9000\nmax_upload_mb: 5\n")
     (tmp_path / "database.yml").write_text("default:\n  db_pool_max: 3\ntesting:\n  db_pool_max: 4\n")
