@@ -73,35 +73,29 @@ class RealtimeConfig:
 
 
 def realtime_config(settings: Settings) -> RealtimeConfig:
-    """The one place that reads the real-time settings (names not yet in ``Settings`` fall back to defaults)."""
-    d = RealtimeConfig()
-
-    def get(name: str, default: Any) -> Any:
-        value = getattr(settings, name, None)
-        return default if value is None else value
-
+    """The real-time part of the settings, in one place."""
     return RealtimeConfig(
-        max_connections=int(get("ws_max_connections", d.max_connections)),
-        max_connections_per_room=int(get("ws_max_connections_per_room", d.max_connections_per_room)),
-        ping_interval=float(get("ws_ping_interval", d.ping_interval)),
-        activity_timeout=float(get("ws_activity_timeout", d.activity_timeout)),
-        sweep_interval=float(get("ws_sweep_interval", d.sweep_interval)),
-        sweep_budget=float(get("ws_sweep_budget", d.sweep_budget)),
-        queue_size=int(get("ws_queue_size", d.queue_size)),
-        batch_size=int(get("ws_batch_size", d.batch_size)),
-        send_timeout=float(get("ws_send_timeout", d.send_timeout)),
-        close_timeout=float(get("ws_close_timeout", d.close_timeout)),
-        max_message_bytes=int(get("ws_max_message_bytes", d.max_message_bytes)),
-        cors_origins=tuple(get("cors_origins", [])),
-        redis_url=get("redis_url", None) or None,
-        channel_prefix=str(get("ws_redis_prefix", d.channel_prefix)),
-        presence_ttl=float(get("ws_presence_ttl", d.presence_ttl)),
-        redis_reconnect_max=float(get("ws_redis_reconnect_max", d.redis_reconnect_max)),
-        memory_warning_bytes=int(float(get("memory_warning_mb", 200)) * MB),
-        memory_critical_bytes=int(float(get("memory_critical_mb", 400)) * MB),
-        memory_interval=float(get("memory_sample_interval", d.memory_interval)),
-        gc_young_every=int(get("gc_young_every_connections", d.gc_young_every)),
-        gc_full_min_interval=float(get("gc_full_min_interval", d.gc_full_min_interval)),
+        max_connections=settings.ws_max_connections,
+        max_connections_per_room=settings.ws_max_connections_per_room,
+        ping_interval=settings.ws_ping_interval,
+        activity_timeout=settings.ws_activity_timeout,
+        sweep_interval=settings.ws_sweep_interval,
+        sweep_budget=settings.ws_sweep_budget,
+        queue_size=settings.ws_queue_size,
+        batch_size=settings.ws_batch_size,
+        send_timeout=settings.ws_send_timeout,
+        close_timeout=settings.ws_close_timeout,
+        max_message_bytes=settings.ws_max_message_bytes,
+        cors_origins=tuple(settings.cors_origins),
+        redis_url=settings.redis_url or None,
+        channel_prefix=settings.ws_redis_prefix,
+        presence_ttl=settings.ws_presence_ttl,
+        redis_reconnect_max=settings.ws_redis_reconnect_max,
+        memory_warning_bytes=int(settings.memory_warning_mb * MB),
+        memory_critical_bytes=int(settings.memory_critical_mb * MB),
+        memory_interval=settings.memory_sample_interval,
+        gc_young_every=settings.gc_young_every_connections,
+        gc_full_min_interval=settings.gc_full_min_interval,
     )
 
 

@@ -41,8 +41,6 @@ _RANK: dict[str, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 # the same names); the rest are fixed here until someone needs them configurable.
 DB_PING_DEGRADED_MS = 250.0
 POOL_BUSY_DEGRADED = 0.9
-DEFAULT_MEMORY_WARNING_MB = 200.0
-DEFAULT_MEMORY_CRITICAL_MB = 400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,8 +452,8 @@ class MemorySubsystem:
         self.monitoring = monitoring
         self.process = psutil.Process()
         settings = state.settings
-        self.warning_mb = float(getattr(settings, "memory_warning_mb", None) or DEFAULT_MEMORY_WARNING_MB)
-        self.critical_mb = float(getattr(settings, "memory_critical_mb", None) or DEFAULT_MEMORY_CRITICAL_MB)
+        self.warning_mb = settings.memory_warning_mb
+        self.critical_mb = settings.memory_critical_mb
 
     def rss_mb(self) -> float:
         return round(self.process.memory_info().rss / MB, 2)
