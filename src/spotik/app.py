@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import spotik.db.models  # noqa: F401 - every mapper registered before the first query
 from spotik.auth.router import router as auth_router
@@ -23,6 +24,7 @@ from spotik.performance.monitor import Monitoring
 from spotik.playback.router import router as playback_router
 from spotik.playlists.router import router as playlists_router
 from spotik.realtime.router import router as realtime_router
+from spotik.realtime.router import websocket_app
 from spotik.rooms.router import router as rooms_router
 from spotik.settings import Settings
 from spotik.tracks.router import router as tracks_router
@@ -61,9 +63,27 @@ async def _request_validation_error(_request: Request, exc: Exception) -> Respon
     return ApiError("Validation failed", errors=errors, status_code=422).response()
 
 
+class Spotik(FastAPI):
+    """The FastAPI app, except that ``/ws`` WebSocket scopes go straight to ``websocket_gateway`` (rate-limited).
+
+    An open socket keeps every ASGI layer it passed through alive as a suspended coroutine for as long as it is
+    connected. The HTTP stack (FastAPI's own error, telemetry and body-limit layers, request id, timing, CORS,
+    error envelope, exception handlers, router) does nothing for a socket after the handshake, so bypassing it keeps
+    an idle connection small; the gateway does its own Origin check and error handling.
+    """
+
+    websocket_gateway: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await self.websocket_gateway(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
     monitoring = Monitoring(settings)  # app-scoped: metrics registry, query/memory monitors, rate limiter
-    app = FastAPI(
+    app = Spotik(
         title="Spotik",
         version="0.1.0",
         lifespan=build_lifespan(settings),
@@ -96,4 +116,5 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     app.include_router(monitoring.router())  # GET /metrics; its lifespan starts/stops the monitoring
     app.include_router(PerformanceApi(settings).router())  # /api/performance/*, /api/metrics, /dashboard
+    app.websocket_gateway = monitoring.websocket_guard(websocket_app)  # upgrades count against the rate limits
     return app

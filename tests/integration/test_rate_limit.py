@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import orjson
 import pytest
 import redis
 from fastapi import FastAPI, WebSocket
@@ -322,3 +323,19 @@ async def test_local_counters_expire_and_are_swept() -> None:
     assert len(storage) == 2  # "window" and the (already expired) last "gone"
     storage.count("other", 60)
     assert len(storage) == 2  # the sweep dropped "gone": "window" and "other" remain
+
+
+async def test_the_gateways_upgrades_are_rate_limited_too(sqlite_url: str, tmp_path: Path) -> None:
+    """``/ws`` skips the HTTP stack (spotik.app.Spotik) but not the limiter."""
+    settings = limited(sqlite_url, tmp_path, max_requests_per_hour=2)
+    async with running_app(settings) as running:
+        await running.client.get("/api/ping")
+        transport = ASGIWebSocketTransport(app=with_denial_extension(running.manager.app))
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            sockets = AsyncWebSocketClient(http)
+            async with sockets.connect("/ws") as socket:  # the 2nd request: reaches the gateway (no token: 4401)
+                assert orjson.loads(await socket.receive_text())["data"]["error_code"] == "authentication_failed"
+            with pytest.raises(WebSocketUpgradeError) as refused:
+                async with sockets.connect("/ws"):
+                    pass
+    assert refused.value.response.status_code == 429

@@ -23,6 +23,7 @@ import psutil
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from spotik.performance.dbtiming import QueryMonitor
 from spotik.performance.memory import MemoryMonitor
@@ -118,6 +119,18 @@ class Monitoring:
                 metrics=self.metrics,
             )
         ]
+
+    def websocket_guard(self, app: ASGIApp) -> ASGIApp:
+        """WebSocket scopes bypass the HTTP stack (``spotik.app.Spotik``); upgrades still count against the limits."""
+        if self.rate_limiter is None:
+            return app
+        return RateLimitMiddleware(
+            app,
+            limiter=self.rate_limiter,
+            proxies=self.proxies,
+            exempt_paths=self.settings.rate_limit_exempt_paths,
+            metrics=self.metrics,
+        )
 
     def router(self) -> APIRouter:
         """``GET /metrics`` plus the lifespan that starts and stops this object."""

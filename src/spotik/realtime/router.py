@@ -1,11 +1,15 @@
-"""``/ws``: the WebSocket endpoint (contract D3). A plain Starlette route: no dependency resolution per socket,
-which keeps an idle connection small; everything else happens in ``Realtime.serve``."""
+"""``/ws``: the WebSocket endpoint (contract D3).
+
+``/ws`` WebSocket scopes do not go through the HTTP middleware stack and router: ``spotik.app.Spotik`` hands them to
+``websocket_app`` (behind the rate limiter), which keeps an idle connection small; everything else happens in
+``Realtime.serve``."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from spotik.errors import error_response
@@ -31,7 +35,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await realtime.serve(websocket)
 
 
-router.add_websocket_route("/ws", websocket_endpoint, name="websocket")
+async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """``/ws`` as a bare ASGI app (``spotik.app.Spotik`` calls it ahead of the HTTP stack)."""
+    await websocket_endpoint(WebSocket(scope, receive, send))
+
+
+router.add_websocket_route("/ws", websocket_endpoint, name="websocket")  # for an app without that shortcut
 
 
 @router.get("/ws", include_in_schema=False)
