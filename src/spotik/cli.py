@@ -40,7 +40,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_timeout),
-        ws_per_message_deflate=False,  # ~33 KiB per connection and 2-3x slower broadcasts (issue 4's anchors)
+        ws_per_message_deflate=settings.ws_per_message_deflate,  # off: ~33 KiB per socket, 2-3x slower broadcasts
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
         ws_max_size=settings.ws_max_message_bytes,

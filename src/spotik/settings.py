@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     ws_send_timeout: float = Field(default=10.0, gt=0)  # s before a stuck client is cut off
     ws_close_timeout: float = Field(default=5.0, gt=0)  # s
     ws_max_message_bytes: int = Field(default=65_536, ge=1024)  # larger client frames close with 1009
+    ws_per_message_deflate: bool = False  # permessage-deflate: ~33 KiB more per socket, 2-3x slower broadcasts
+    ws_client_compat_events: bool = True  # follow-ups the original web client understands (realtime/compat.py)
     ws_redis_prefix: str = "spotik:ws"
     ws_presence_ttl: float = Field(default=60.0, gt=0)  # s
     ws_redis_reconnect_max: float = Field(default=5.0, gt=0)  # s, backoff ceiling

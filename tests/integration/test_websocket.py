@@ -405,7 +405,8 @@ async def test_closing_a_socket_announces_it_and_keeps_the_membership(settings: 
             await member_context.__aexit__(None, None, None)
             gone = await receive_type(admin_ws, "user_disconnected_websocket")
             assert gone["data"]["user"]["id"] == member.id
-            assert gone["data"]["online_users"] == [admin.id]
+            assert gone["data"]["user_online"] is False and gone["data"]["online_user_count"] == 1
+            assert "online_users" not in gone["data"]  # the size of an announcement does not grow with the room
             await wait_for(lambda: len(env.realtime.registry) == 1, what="closed socket forgotten")
             participants = await env.client.get(f"/api/rooms/{room}/participants", headers=admin.headers)
             assert member.id in {p["id"] for p in participants.json()["data"]}
@@ -754,10 +755,11 @@ async def test_two_sockets_of_one_user_count_as_two_connections_one_user(setting
         try:
             second_context, _second = await joined(env, admin, room)
             announced = await receive_type(first, "user_connected_websocket")
-            assert announced["data"]["websocket_connections"] == 2 and announced["data"]["online_users"] == [admin.id]
+            assert announced["data"]["websocket_connections"] == 2 and announced["data"]["online_user_count"] == 1
             await second_context.__aexit__(None, None, None)
             gone = await receive_type(first, "user_disconnected_websocket")
-            assert gone["data"]["websocket_connections"] == 1 and gone["data"]["online_users"] == [admin.id]
+            assert gone["data"]["websocket_connections"] == 1 and gone["data"]["online_user_count"] == 1
+            assert gone["data"]["user_online"] is True  # the admin's first socket is still there
         finally:
             await first_context.__aexit__(None, None, None)
 
@@ -796,3 +798,26 @@ async def test_an_exhausted_database_pool_refuses_with_1013_and_the_server_keeps
             assert seen[0]["data"]["error_code"] == "server_busy"
         async with env.ws(alice.token) as ws:  # the connection is back in the pool: fine again
             assert (await receive(ws))["type"] == "connection_established"
+
+
+async def test_an_open_socket_keeps_no_http_layer_alive(settings: Settings) -> None:
+    """``/ws`` is dispatched ahead of the HTTP middleware stack: the coroutines an idle socket keeps suspended are
+    the gateway's (and the rate limiter's), not FastAPI's, Starlette's or the HTTP middleware's."""
+    async with running_app(settings) as env:
+        trio = await make_trio(env)
+        context, _ws = await joined(env, trio["admin"], trio["room"])
+        try:
+            (connection,) = list(env.realtime.registry)
+            assert connection.reader_task is not None
+            modules: list[str] = []
+            awaited: Any = connection.reader_task.get_coro()
+            while hasattr(awaited, "cr_frame") and awaited.cr_frame is not None:
+                modules.append(awaited.cr_frame.f_globals["__name__"])
+                awaited = awaited.cr_await
+            assert "spotik.realtime.gateway" in modules and "spotik.app" in modules
+            http_layers = [m for m in modules if m.startswith(("fastapi", "starlette.middleware", "starlette.routing"))]
+            assert http_layers == [] and not any(
+                m.startswith(("spotik.http", "spotik.performance.middleware.timing")) for m in modules
+            )
+        finally:
+            await context.__aexit__(None, None, None)

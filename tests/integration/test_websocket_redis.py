@@ -118,7 +118,8 @@ async def test_events_reach_clients_on_both_instances_exactly_once(shared_settin
 
         await member_ws.close()
         gone = await receive_type(admin_ws, "user_disconnected_websocket")
-        assert gone["data"]["user"]["id"] == member.id and gone["data"]["online_users"] == [admin.id]
+        assert gone["data"]["user"]["id"] == member.id and gone["data"]["user_online"] is False
+        assert gone["data"]["online_user_count"] == 1 and gone["data"]["websocket_connections"] == 1
 
 
 async def test_presence_of_a_vanished_instance_expires(shared_settings: Settings) -> None:

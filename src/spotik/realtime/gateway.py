@@ -17,11 +17,13 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import Message, Scope
 from starlette.websockets import WebSocket
 
 from spotik.auth.schemas import user_full
@@ -30,13 +32,13 @@ from spotik.auth.tokens import TokenService
 from spotik.errors import ApiError
 from spotik.events import DomainEvent, LocalEventBus
 from spotik.http.cors import origin_allowed
-from spotik.realtime import protocol
+from spotik.realtime import compat, protocol
 from spotik.realtime.broker import Broker, LocalBroker, RedisBroker, RedisLink
 from spotik.realtime.connection import SEND_FAILURES, Connection, ServerHooks
 from spotik.realtime.handlers import Handlers
 from spotik.realtime.janitor import Janitor
 from spotik.realtime.memory import MB, MemoryMonitor
-from spotik.realtime.presence import LocalPresence, Presence, RedisPresence
+from spotik.realtime.presence import LocalPresence, Presence, RedisPresence, presence_announcement
 from spotik.realtime.protocol import CloseCode, ErrorCode, ServerType
 from spotik.realtime.registry import Refusal, Registry
 from spotik.settings import Settings
@@ -68,6 +70,7 @@ class RealtimeConfig:
     memory_warning_bytes: int = 200 * MB
     memory_critical_bytes: int = 400 * MB
     memory_interval: float = 10.0
+    client_compat_events: bool = True
     gc_young_every: int = 500
     gc_full_min_interval: float = 1800.0
 
@@ -94,22 +97,31 @@ def realtime_config(settings: Settings) -> RealtimeConfig:
         memory_warning_bytes=int(settings.memory_warning_mb * MB),
         memory_critical_bytes=int(settings.memory_critical_mb * MB),
         memory_interval=settings.memory_sample_interval,
+        client_compat_events=settings.ws_client_compat_events,
         gc_young_every=settings.gc_young_every_connections,
         gc_full_min_interval=settings.gc_full_min_interval,
     )
 
 
-def token_from(websocket: WebSocket) -> tuple[str | None, str | None]:
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def token_from(scope: Scope) -> tuple[str | None, str | None]:
     """The token (``?token=``, else ``Authorization: Bearer``, else ``Sec-WebSocket-Protocol: token.<jwt>``) and the
-    subprotocol to echo: a browser fails the handshake if it offered a subprotocol and none comes back."""
+    subprotocol to echo: a browser fails the handshake if it offered a subprotocol and none comes back.
+
+    Read from the scope rather than through ``WebSocket.query_params``/``headers``, which would cache parsed copies
+    on the socket's object for as long as it is connected."""
     subprotocol = next(
-        (p for p in websocket.scope.get("subprotocols", ()) if p.strip().startswith(TOKEN_SUBPROTOCOL_PREFIX)), None
+        (p.strip() for p in scope.get("subprotocols", ()) if p.strip().startswith(TOKEN_SUBPROTOCOL_PREFIX)), None
     )
-    if subprotocol is not None:
-        subprotocol = subprotocol.strip()
-    token = websocket.query_params.get("token") or None
+    token = next((v for k, v in parse_qsl(scope["query_string"].decode("latin-1")) if k == "token" and v), None)
     if token is None:
-        scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
+        scheme, _, value = (_header(scope, b"authorization") or "").partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             token = value.strip()
     if token is None and subprotocol is not None:
@@ -246,6 +258,9 @@ class Realtime:
         item = protocol.room_broadcast(event.type, room_id, event.data, occurred_at=iso(event.occurred_at))
         self.events_broadcast += 1
         self.broker.publish(room_id, event.type, item)
+        if self.config.client_compat_events:
+            for follow_type, data in compat.followups(event.type, event.data):
+                self.broadcast(room_id, follow_type, data)
         # Enqueuing never waits for a socket; yielding once per event lets the writers flush between the events of
         # a burst instead of letting every queue fill up first.
         await asyncio.sleep(0)
@@ -291,12 +306,7 @@ class Realtime:
         self.broadcast(
             room_id,
             ServerType.USER_DISCONNECTED,
-            {
-                "user": user,
-                "websocket_connections": sum(online.values()),
-                "online_users": sorted(online),
-                "message": f"{username} disconnected from the room",
-            },
+            presence_announcement(user, online, f"{username} disconnected from the room"),
         )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
@@ -313,47 +323,69 @@ class Realtime:
     # --- one socket ------------------------------------------------------------------------------------------
 
     async def serve(self, websocket: WebSocket) -> None:
-        token, subprotocol = token_from(websocket)
+        connection = await self._admit(websocket)
+        if connection is None:
+            return
+        try:
+            await self._read(connection, websocket)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not connection.dead or task is None:
+                raise
+            task.uncancel()  # cancelled by the writer: a slow consumer that was cut off
+        finally:
+            connection.detach()
+            self._forget(connection)
+
+    async def _admit(self, websocket: WebSocket) -> Connection | None:
+        """Checks, authentication and accept; the connection, or None when it was refused. A separate frame, so that
+        nothing used only for the handshake (token, claims, the ORM user) stays referenced while the socket lives."""
+        scope = websocket.scope
+        token, subprotocol = token_from(scope)
         if not self.accepting:
             shutting_down = Refusal(CloseCode.GOING_AWAY, ErrorCode.SERVER_SHUTTING_DOWN, "server shutting down")
             await self._refuse(websocket, subprotocol, shutting_down)
-            return
-        origin = websocket.headers.get("origin")
+            return None
+        origin = _header(scope, b"origin")
         if origin is not None and not origin_allowed(origin, list(self.config.cors_origins)):
             forbidden = Refusal(CloseCode.FORBIDDEN, ErrorCode.ORIGIN_NOT_ALLOWED, "origin not allowed")
             await self._refuse(websocket, subprotocol, forbidden)
-            return
+            return None
         refusal = self.registry.admission()  # before any database work
         if refusal is not None:
             self.registry.total_refused += 1
             await self._refuse(websocket, subprotocol, refusal)
-            return
+            return None
         if token is None:
             await self._refuse(websocket, subprotocol, unauthorized("Token not provided"))
-            return
+            return None
         try:
             async with self.sessionmaker() as session:
                 _claims, user = await authenticate(session, self.tokens, token)
-                user_data = user_full(user)
+                user_id, username, user_data = str(user.id), str(user.username), user_full(user)
         except ApiError as exc:
             await self._refuse(websocket, subprotocol, unauthorized(exc.message))
-            return
+            return None
         except (SQLAlchemyError, OSError, TimeoutError) as exc:  # database down or pool exhausted: try again later
             log.warning("websocket authentication unavailable", error=f"{type(exc).__name__}: {exc}")
             busy = Refusal(CloseCode.TRY_AGAIN_LATER, ErrorCode.SERVER_BUSY, "server busy, try again later")
             await self._refuse(websocket, subprotocol, busy)
-            return
+            return None
         await websocket.accept(subprotocol=subprotocol)
+        hooks = ServerHooks.detect(websocket._receive)
+        if hooks is not None:
+            hooks.release_handshake()
+        scope["headers"] = ()  # read above; nothing needs them once the socket is open
         connection = Connection(
             websocket,
-            user_id=str(user.id),
-            username=str(user.username),
+            user_id=user_id,
+            username=username,
             user=user_data,
             queue_size=self.config.queue_size,
             batch_size=self.config.batch_size,
             send_timeout=self.config.send_timeout,
             connected_at_iso=now_iso(),
-            hooks=ServerHooks.detect(websocket._receive),
+            hooks=hooks,
             on_closed=self._forget,
         )
         refusal = self.registry.add(connection)  # re-checked: other sockets may have arrived during authentication
@@ -361,7 +393,7 @@ class Realtime:
             connection.enqueue(protocol.error(refusal.error_code, refusal.reason))
             connection.close(refusal.code, refusal.reason)
             await connection.flushed(within=self.config.close_timeout)
-            return
+            return None
         self.memory.note_connection()
         connection.enqueue(
             protocol.reply(
@@ -374,16 +406,7 @@ class Realtime:
                 },
             )
         )
-        try:
-            await self._read(connection, websocket)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not connection.dead or task is None:
-                raise
-            task.uncancel()  # cancelled by the writer: a slow consumer that was cut off
-        finally:
-            connection.detach()
-            self._forget(connection)
+        return connection
 
     async def _refuse(self, websocket: WebSocket, subprotocol: str | None, refusal: Refusal) -> None:
         """Accept, say why, close with the code: a refused handshake would only show the browser a 1006."""
@@ -394,37 +417,43 @@ class Realtime:
                 await websocket.close(refusal.code, refusal.reason)
 
     async def _read(self, connection: Connection, websocket: WebSocket) -> None:
-        limit = self.config.max_message_bytes
         receive = websocket.receive
-        while True:
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.disconnect":
-                return
-            if kind != "websocket.receive":
-                continue
-            text = message.get("text")
-            if text is not None:
-                size = len(text) if text.isascii() else len(text.encode())
-                payload: str | bytes = text
-            else:
-                payload = message.get("bytes") or b""
-                size = len(payload)
-            connection.note_received(size)
-            if size > limit:
-                connection.enqueue(protocol.error(ErrorCode.MESSAGE_TOO_BIG, f"Messages are limited to {limit} bytes"))
-                connection.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
-                await connection.flushed(within=self.config.close_timeout)
-                return
-            try:
-                parsed = protocol.parse(payload)
-            except protocol.ProtocolError as exc:
-                connection.enqueue(protocol.error(exc.code, exc.message))
-                continue
-            await self.handlers.dispatch(connection, parsed)
-            if connection.closing or connection.dead:
-                await connection.flushed(within=self.config.close_timeout)
-                return
+        # The message goes straight to the handler: this frame, which lives as long as the socket, keeps no reference
+        # to the last message (nor to what was parsed from it) while it waits for the next one.
+        while await self._on_message(connection, await receive()):
+            pass
+
+    async def _on_message(self, connection: Connection, message: Message) -> bool:
+        """Handle one ASGI message; False once the socket is done."""
+        kind = message["type"]
+        if kind == "websocket.disconnect":
+            return False
+        if kind != "websocket.receive":
+            return True
+        limit = self.config.max_message_bytes
+        text = message.get("text")
+        if text is not None:
+            size = len(text) if text.isascii() else len(text.encode())
+            payload: str | bytes = text
+        else:
+            payload = message.get("bytes") or b""
+            size = len(payload)
+        connection.note_received(size)
+        if size > limit:
+            connection.enqueue(protocol.error(ErrorCode.MESSAGE_TOO_BIG, f"Messages are limited to {limit} bytes"))
+            connection.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+            await connection.flushed(within=self.config.close_timeout)
+            return False
+        try:
+            parsed = protocol.parse(payload)
+        except protocol.ProtocolError as exc:
+            connection.enqueue(protocol.error(exc.code, exc.message))
+            return True
+        await self.handlers.dispatch(connection, parsed)
+        if connection.closing or connection.dead:
+            await connection.flushed(within=self.config.close_timeout)
+            return False
+        return True
 
     # --- figures ---------------------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from spotik.playback import service as playback_service
 from spotik.playback.router import numeric, playback_admin
 from spotik.realtime import protocol
 from spotik.realtime.connection import Connection
+from spotik.realtime.presence import presence_announcement, presence_summary
 from spotik.realtime.protocol import ClientMessage, ClientType, CloseCode, ErrorCode, ServerType
 from spotik.rooms import repository as rooms_repository
 from spotik.rooms.models import Room
@@ -137,10 +138,6 @@ class Handlers:
                 self.realtime.leave_room(connection)
             raise HandlerError(ErrorCode.ACCESS_DENIED, "You are not a member of this room. Join it first.")
 
-    async def _presence(self, room_id: str) -> dict[str, Any]:
-        online = await self.realtime.presence.online(room_id)
-        return {"websocket_connections": sum(online.values()), "online_users": sorted(online)}
-
     # --- message types ---------------------------------------------------------------------------------------
 
     async def ping(self, connection: Connection, data: dict[str, Any]) -> None:
@@ -186,7 +183,8 @@ class Handlers:
                 raise
         if not already:
             await realtime.presence.changed(room_id)
-        presence = await self._presence(room_id)
+        online = await realtime.presence.online(room_id)
+        presence = presence_summary(online)
         connection.enqueue(
             protocol.reply(
                 ServerType.ROOM_JOINED,
@@ -203,7 +201,7 @@ class Handlers:
             realtime.broadcast(
                 room_id,
                 ServerType.USER_CONNECTED,
-                {"user": connection.user, **presence, "message": f"{connection.username} connected to the room"},
+                presence_announcement(connection.user, online, f"{connection.username} connected to the room"),
             )
 
     async def leave_room(self, connection: Connection, data: dict[str, Any]) -> None:
@@ -217,7 +215,7 @@ class Handlers:
             await self._require_member(session, connection, room_uuid)
             user = await self._user(session, connection)
             room = await room_payload(session, self.realtime.settings, room_uuid, viewer=user, detail=True)
-        presence = await self._presence(str(room_uuid))
+        presence = presence_summary(await self.realtime.presence.online(str(room_uuid)))
         connection.enqueue(
             protocol.reply(
                 ServerType.ROOM_STATE,

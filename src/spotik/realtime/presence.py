@@ -26,6 +26,24 @@ from spotik.realtime.registry import Registry
 log = structlog.get_logger("spotik.realtime.presence")
 
 
+def presence_announcement(user: dict[str, Any], online: dict[str, int], message: str) -> dict[str, Any]:
+    """``user_connected_websocket`` / ``user_disconnected_websocket``. Its size does not grow with the room: a mass
+    join already sends one announcement per socket to every socket (N²/2 frames); a list of the online users in each
+    would make that N³ bytes. The list is in the replies to ``join_room`` and ``get_room_state``."""
+    return {
+        "user": user,
+        "websocket_connections": sum(online.values()),
+        "online_user_count": len(online),
+        "user_online": str(user.get("id")) in online,
+        "message": message,
+    }
+
+
+def presence_summary(online: dict[str, int]) -> dict[str, Any]:
+    """The presence fields of the replies to ``join_room`` and ``get_room_state``."""
+    return {"websocket_connections": sum(online.values()), "online_users": sorted(online)}
+
+
 class LocalPresence:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
