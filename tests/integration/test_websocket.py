@@ -821,3 +821,39 @@ async def test_an_open_socket_keeps_no_http_layer_alive(settings: Settings) -> N
             )
         finally:
             await context.__aexit__(None, None, None)
+
+
+async def test_prometheus_counts_what_the_sockets_did(settings: Settings) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        response = await env.client.get("/metrics")
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name.startswith("spotik_ws_")
+        }
+
+    async with running_app(settings) as env:
+        trio = await make_trio(env)
+        async with env.ws("not-a-token") as refused:
+            await closed_with(refused)
+        context, ws = await joined(env, trio["admin"], trio["room"])
+        try:
+            for frame in (send("ping"), send("dance"), "{not json"):
+                await ws.send_text(frame)
+            assert (await receive_type(ws, "pong"))["type"] == "pong"
+            await receive_type(ws, "error")
+            await receive_type(ws, "error")
+            figures = await scrape()
+        finally:
+            await context.__aexit__(None, None, None)
+    assert figures[("spotik_ws_connections", ())] == 1
+    assert figures[("spotik_ws_connections_opened_total", ())] == 1
+    assert figures[("spotik_ws_connections_rejected_total", (("reason", "authentication_failed"),))] == 1
+    for kind in ("join_room", "ping", "unknown", "invalid"):
+        assert figures[("spotik_ws_messages_received_total", (("type", kind),))] == 1, kind
+    for kind, count in (("connection_established", 1), ("room_joined", 1), ("pong", 1), ("error", 2)):
+        assert figures[("spotik_ws_messages_sent_total", (("type", kind),))] == count, kind
+    assert figures[("spotik_ws_send_queue_depth", ())] == 0

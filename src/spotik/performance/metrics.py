@@ -14,7 +14,7 @@ Labels never carry raw paths or ids: HTTP routes are route templates (``/api/roo
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal
 
 import psutil
@@ -25,12 +25,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy.pool import QueuePool
+
+from spotik.realtime.tally import WebSocketFigures
 
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]
 HEALTH_VALUES: dict[str, float] = {"healthy": 1.0, "degraded": 0.5, "unhealthy": 0.0}
@@ -124,6 +126,51 @@ class _ScrapeTimeCollector:
             if status is not None:
                 family.add_metric([], float(status[key]))
             yield family
+
+
+class WebSocketCollector:
+    """The ``spotik_ws_*`` families, read from the gateway (``spotik.realtime.tally``) when Prometheus scrapes, so
+    that writing a frame costs a dict increment instead of a labelled counter's lock. ``source`` is set once the
+    gateway runs (the lifespan); before that the families have no samples."""
+
+    COUNTERS = (  # family, help, label; in the order of the figures below
+        ("spotik_ws_messages_received", "WebSocket messages received, by type.", "type"),
+        ("spotik_ws_messages_sent", "WebSocket messages sent, by type.", "type"),
+        (
+            "spotik_ws_messages_dropped",
+            "WebSocket messages dropped (full queue, slow consumer, closed), by reason.",
+            "reason",
+        ),
+        ("spotik_ws_connections_rejected", "WebSocket connections refused, by reason.", "reason"),
+    )
+
+    def __init__(self) -> None:
+        self.source: Callable[[], WebSocketFigures] | None = None
+
+    def _families(self, figures: WebSocketFigures | None) -> Iterator[Metric]:
+        connections = GaugeMetricFamily("spotik_ws_connections", "Open WebSocket connections.")
+        opened = CounterMetricFamily("spotik_ws_connections_opened", "WebSocket connections accepted.")
+        queued = GaugeMetricFamily(
+            "spotik_ws_send_queue_depth", "Frames waiting in WebSocket send queues (all connections)."
+        )
+        counts: tuple[Mapping[str, int], ...] = ({}, {}, {}, {})
+        if figures is not None:
+            connections.add_metric([], figures["connections"])
+            opened.add_metric([], figures["opened"])
+            queued.add_metric([], figures["queued"])
+            counts = (figures["received"], figures["sent"], figures["dropped"], figures["refused"])
+        yield from (connections, opened, queued)
+        for (name, help_text, label), series in zip(self.COUNTERS, counts, strict=True):
+            family = CounterMetricFamily(name, help_text, labels=[label])
+            for value, count in sorted(series.items()):
+                family.add_metric([value], count)
+            yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(None)
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self.source() if self.source is not None else None)
 
 
 class InFlight:
@@ -229,29 +276,9 @@ class Metrics:
             registry=r,
         )
 
-        # WebSocket layer (filled by spotik.realtime)
-        self.ws_connections = Gauge("spotik_ws_connections", "Open WebSocket connections.", registry=r)
-        self.ws_connections_opened = Counter(
-            "spotik_ws_connections_opened", "WebSocket connections accepted.", registry=r
-        )
-        self.ws_connections_rejected = Counter(
-            "spotik_ws_connections_rejected", "WebSocket upgrades refused, by reason.", ["reason"], registry=r
-        )
-        self.ws_messages_received = Counter(
-            "spotik_ws_messages_received", "WebSocket messages received, by type.", ["type"], registry=r
-        )
-        self.ws_messages_sent = Counter(
-            "spotik_ws_messages_sent", "WebSocket messages sent, by type.", ["type"], registry=r
-        )
-        self.ws_messages_dropped = Counter(
-            "spotik_ws_messages_dropped",
-            "WebSocket messages dropped (full queue, slow consumer …), by reason.",
-            ["reason"],
-            registry=r,
-        )
-        self.ws_send_queue_depth = Gauge(
-            "spotik_ws_send_queue_depth", "Frames waiting in WebSocket send queues (all connections).", registry=r
-        )
+        # WebSocket layer: read from the gateway's counters at scrape time (``websocket_source``)
+        self.websocket = WebSocketCollector()
+        r.register(self.websocket)
 
         self.build_info = Gauge(
             "spotik_build_info",

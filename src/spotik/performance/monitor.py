@@ -146,10 +146,15 @@ class Monitoring:
             self.queries.attach(engine)
 
     def adopt_lifespan_state(self, state: Mapping[str, Any]) -> None:
-        """Find the engine in the app's lifespan state (``state["spotik"].engine``) and instrument it."""
-        engine = getattr(state.get("spotik"), "engine", None)
+        """Find the engine and the WebSocket gateway in the app's lifespan state (``state["spotik"]``): time the
+        engine's statements, read the gateway's counters at scrape time."""
+        app_state = state.get("spotik")
+        engine = getattr(app_state, "engine", None)
         if isinstance(engine, AsyncEngine):
             self.instrument_engine(engine)
+        realtime = getattr(app_state, "realtime", None)
+        if realtime is not None:
+            self.metrics.websocket.source = realtime.figures  # the spotik_ws_* families
 
     async def start(self) -> None:
         if self._running:

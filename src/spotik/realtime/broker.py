@@ -289,7 +289,7 @@ class RedisBroker:
             self.echoes_skipped += 1
             return
         kind = event_type.decode()
-        self._deliver(room_id.decode(), kind, Outgoing(body.decode(), len(body), is_critical(kind)))
+        self._deliver(room_id.decode(), kind, Outgoing(body.decode(), len(body), is_critical(kind), kind))
 
     def stats(self) -> dict[str, Any]:
         return {

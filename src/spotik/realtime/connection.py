@@ -31,6 +31,7 @@ import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from spotik.realtime.protocol import CloseCode, Outgoing
+from spotik.realtime.tally import Tally
 
 log = structlog.get_logger("spotik.realtime")
 
@@ -124,6 +125,7 @@ class Connection:
         "reader_task",
         "room_id",
         "send_timeout",
+        "tally",
         "user",
         "user_id",
         "username",
@@ -141,6 +143,7 @@ class Connection:
         batch_size: int,
         send_timeout: float,
         connected_at_iso: str,
+        tally: Tally,
         hooks: ServerHooks | None = None,
         on_closed: Callable[[Connection], None] | None = None,
     ) -> None:
@@ -165,6 +168,7 @@ class Connection:
         self.batch_size = batch_size
         self.send_timeout = send_timeout
         self.hooks = hooks
+        self.tally = tally
         self.reader_task: asyncio.Task[Any] | None = asyncio.current_task()
         self._normal: deque[Outgoing] | None = None
         self._priority: deque[Outgoing] | None = None
@@ -230,6 +234,7 @@ class Connection:
     def enqueue(self, item: Outgoing) -> bool:
         """Queue ``item``; False when the connection no longer takes messages. Drops are counted, never raised."""
         if self.closing or self.dead:
+            self.tally.dropped["closed"] += 1
             return False
         if item.critical:
             lane = self._priority
@@ -237,6 +242,7 @@ class Connection:
                 lane = self._priority = deque()
             if len(lane) >= self.queue_size:
                 self.dropped += 1
+                self.tally.dropped["slow_consumer"] += 1
                 self.fail("slow consumer")
                 return False
             lane.append(item)
@@ -247,6 +253,7 @@ class Connection:
             if len(lane) >= self.queue_size:
                 lane.popleft()
                 self.dropped += 1
+                self.tally.dropped["queue_full"] += 1
             lane.append(item)
             if len(lane) > self.max_depth:
                 self.max_depth = len(lane)
@@ -268,6 +275,7 @@ class Connection:
         if self.dead:
             return
         self.dropped += self.normal_depth
+        self.tally.dropped["slow_consumer"] += self.queue_depth
         self._normal = None
         self._priority = None
         log.warning("websocket slow consumer", connection_id=self.id, user_id=self.user_id, reason=reason)
@@ -328,6 +336,7 @@ class Connection:
                         self.in_flight -= 1
                         self.messages_out += 1
                         self.bytes_out += item.size
+                        self.tally.sent[item.type] += 1
                 self._sending = False
                 await asyncio.sleep(0)  # one batch at a time: let the other writers and the broadcaster run
         except TimeoutError:

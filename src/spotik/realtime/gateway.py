@@ -41,6 +41,7 @@ from spotik.realtime.memory import MB, MemoryMonitor
 from spotik.realtime.presence import LocalPresence, Presence, RedisPresence, presence_announcement
 from spotik.realtime.protocol import CloseCode, ErrorCode, ServerType
 from spotik.realtime.registry import Refusal, Registry
+from spotik.realtime.tally import Tally, WebSocketFigures
 from spotik.settings import Settings
 from spotik.timefmt import iso, now_iso
 
@@ -183,6 +184,7 @@ class Realtime:
             gc_full_min_interval=config.gc_full_min_interval,
         )
         self.handlers = Handlers(self)
+        self.tally = Tally()
         self.accepting = False
         self._stopped = False
         self.events_broadcast = 0
@@ -385,11 +387,13 @@ class Realtime:
             batch_size=self.config.batch_size,
             send_timeout=self.config.send_timeout,
             connected_at_iso=now_iso(),
+            tally=self.tally,
             hooks=hooks,
             on_closed=self._forget,
         )
         refusal = self.registry.add(connection)  # re-checked: other sockets may have arrived during authentication
         if refusal is not None:
+            self.tally.refused[refusal.error_code] += 1
             connection.enqueue(protocol.error(refusal.error_code, refusal.reason))
             connection.close(refusal.code, refusal.reason)
             await connection.flushed(within=self.config.close_timeout)
@@ -410,6 +414,7 @@ class Realtime:
 
     async def _refuse(self, websocket: WebSocket, subprotocol: str | None, refusal: Refusal) -> None:
         """Accept, say why, close with the code: a refused handshake would only show the browser a 1006."""
+        self.tally.refused[refusal.error_code] += 1
         with contextlib.suppress(*SEND_FAILURES):
             async with asyncio.timeout(self.config.close_timeout):
                 await websocket.accept(subprotocol=subprotocol)
@@ -439,7 +444,9 @@ class Realtime:
             payload = message.get("bytes") or b""
             size = len(payload)
         connection.note_received(size)
+        received = self.tally.received
         if size > limit:
+            received["too_big"] += 1
             connection.enqueue(protocol.error(ErrorCode.MESSAGE_TOO_BIG, f"Messages are limited to {limit} bytes"))
             connection.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
             await connection.flushed(within=self.config.close_timeout)
@@ -447,8 +454,10 @@ class Realtime:
         try:
             parsed = protocol.parse(payload)
         except protocol.ProtocolError as exc:
+            received["invalid"] += 1
             connection.enqueue(protocol.error(exc.code, exc.message))
             return True
+        received[parsed.type if parsed.type in self.handlers.table else "unknown"] += 1
         await self.handlers.dispatch(connection, parsed)
         if connection.closing or connection.dead:
             await connection.flushed(within=self.config.close_timeout)
@@ -472,7 +481,23 @@ class Realtime:
                 "activity_timeout_seconds": self.config.activity_timeout,
                 "sweep_interval_seconds": self.config.sweep_interval,
             },
-            "handled": dict(self.handlers.handled),
+            "received": dict(self.tally.received),
+            "sent": dict(self.tally.sent),
+            "dropped": dict(self.tally.dropped),
+            "refused": dict(self.tally.refused),
+        }
+
+    def figures(self) -> WebSocketFigures:
+        """What Prometheus reads at scrape time (``spotik_ws_*``)."""
+        registry = self.registry
+        return {
+            "connections": len(registry),
+            "opened": registry.total_accepted,
+            "queued": sum(c.queue_depth for c in registry),
+            "received": self.tally.received,
+            "sent": self.tally.sent,
+            "dropped": self.tally.dropped,
+            "refused": self.tally.refused,
         }
 
     def connections(self) -> list[dict[str, Any]]:

@@ -83,7 +83,6 @@ class Handlers:
             ClientType.VOTE_TRACK: self.vote_track,
             ClientType.GET_TRACK_QUEUE: self.get_track_queue,
         }
-        self.handled: dict[str, int] = {}
 
     async def dispatch(self, connection: Connection, message: ClientMessage) -> None:
         handler = self.table.get(message.type)
@@ -96,7 +95,6 @@ class Handlers:
                 )
             )
             return
-        self.handled[message.type] = self.handled.get(message.type, 0) + 1
         try:
             await handler(connection, message.data)
         except HandlerError as exc:

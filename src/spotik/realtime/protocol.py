@@ -92,11 +92,13 @@ class Outgoing:
     text: str
     size: int  # bytes on the wire (UTF-8), for the counters
     critical: bool
+    type: str
 
 
 def encode(message_type: str, data: dict[str, Any], *, critical: bool | None = None) -> Outgoing:
     raw = orjson.dumps({"type": message_type, "data": data, "timestamp": now_iso()}, option=orjson.OPT_NON_STR_KEYS)
-    return Outgoing(raw.decode(), len(raw), is_critical(message_type) if critical is None else critical)
+    critical = is_critical(message_type) if critical is None else critical
+    return Outgoing(raw.decode(), len(raw), critical, str(message_type))
 
 
 def reply(message_type: str, data: dict[str, Any]) -> Outgoing:
