@@ -141,6 +141,22 @@ async def test_health_is_public_and_healthy_with_components(perf: Running) -> No
     assert health["components"]["database"]["response_time_ms"] >= 0
 
 
+async def test_memory_levels_come_from_the_process_memory_monitor(perf: Running) -> None:
+    """One source of memory levels: the gateway's periodic sampler (which logs level changes) decides the memory
+    component's health; the websocket component does not report memory a second time."""
+    assert perf.state.realtime is not None
+    monitor = perf.state.realtime.memory
+    monitor.warning_bytes = 1  # every process is above one byte
+    health = (await perf.client.get("/api/performance/health")).json()["health"]["components"]
+    assert health["memory"]["status"] == "degraded" and health["memory"]["level"] == "warning"
+    assert health["websocket"]["status"] == "healthy"
+    monitor.tick()
+    headers = {"Authorization": f"Bearer {(await register(perf.client, 'memoryreader')).token}"}
+    dashboard = (await perf.client.get("/api/performance/dashboard", headers=headers)).json()["data"]["memory"]
+    assert dashboard["level"] == "warning" and dashboard["monitor"]["level"] == "warning"
+    assert dashboard["monitor"]["level_changes"] >= 1
+
+
 async def test_an_unhealthy_component_makes_health_a_503_and_raises_one_alert(
     perf: Running, users: tuple[Account, Account]
 ) -> None:

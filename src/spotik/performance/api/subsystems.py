@@ -385,11 +385,8 @@ class WebSocketSubsystem:
         if stats["connections"] >= stats["max_connections"]:
             status = worst([status, "degraded"])
             reasons.append(f"websocket connections at the limit ({stats['connections']})")
-        level = realtime.memory.level.value
-        if level != "ok":
-            status = worst([status, "degraded"])
-            reasons.append(f"websocket memory level {level}")
-        return ComponentHealth(status, tuple(reasons), {"connections": stats["connections"], "memory_level": level})
+        # Process memory (sampled by the gateway's monitor) is reported once, by the memory subsystem.
+        return ComponentHealth(status, tuple(reasons), {"connections": stats["connections"]})
 
     async def optimize(self) -> dict[str, Any]:
         realtime = self.state.realtime
@@ -459,6 +456,9 @@ class MemorySubsystem:
         return round(self.process.memory_info().rss / MB, 2)
 
     def level(self, rss_mb: float) -> str:
+        """The same levels as the process memory monitor (``spotik.realtime.memory``), which logs their changes."""
+        if self.state.realtime is not None:
+            return self.state.realtime.memory.level_for(int(rss_mb * MB)).value
         if rss_mb >= self.critical_mb:
             return "critical"
         if rss_mb >= self.warning_mb:
@@ -479,6 +479,8 @@ class MemorySubsystem:
             "gc_counts": list(gc.get_count()),
             "gc_stats": gc.get_stats(),
         }
+        if self.state.realtime is not None:  # the periodic sampler: level changes and the GC policy's record
+            section["monitor"] = self.state.realtime.memory.status()
         if self.monitoring is not None:
             section["request_sampling"] = self.monitoring.memory.summary()
         return section
