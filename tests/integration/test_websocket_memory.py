@@ -3,6 +3,8 @@ full collections only under pressure and rate-limited), measured rather than ass
 
 from __future__ import annotations
 
+import platform
+
 from structlog.testing import capture_logs
 
 from spotik.realtime.memory import Level, MemoryMonitor
@@ -60,6 +62,25 @@ def test_young_collection_after_n_new_connections_only() -> None:
     assert memory.full_collections == []  # no pressure, no full collection
 
 
+def test_closed_connections_lead_to_a_collection_that_hands_free_heap_back() -> None:
+    """After gc_young_every closed sockets: a collection of the young generations, then malloc_trim (glibc), which
+    returns free heap pages to the system (what it buys is measured by bench/realtime.py, not here)."""
+    memory = monitor()
+    for _ in range(2):
+        memory.note_disconnection()
+    memory.tick()
+    assert memory.young_collections == []
+    blocks = [bytearray(600) for _ in range(8_000)]  # malloc'd (over pymalloc's 512-byte limit), freed below
+    del blocks[::2]  # half of them freed in the middle of the heap: only malloc_trim returns such pages
+    memory.note_disconnection()
+    memory.tick()
+    (trim,) = memory.young_collections
+    assert trim.generation == 1 and trim.reason == "3 closed connections"
+    assert trim.trimmed is (platform.libc_ver()[0] == "glibc")
+    assert trim.rss_before > 0 and trim.rss_after > 0
+    del blocks
+
+
 def test_full_collection_only_under_pressure_and_at_most_once_per_interval() -> None:
     memory = monitor(warning_bytes=1)
     garbage = [[index] for index in range(10_000)]
@@ -80,10 +101,12 @@ def test_full_collection_only_under_pressure_and_at_most_once_per_interval() -> 
 async def test_the_gateway_counts_connections_for_the_monitor_task(settings: Settings) -> None:
     async with running_app(settings, gc_young_every=2, memory_interval=0.05) as env:
         (alice,) = await people(env.client, "alice")
-        for _ in range(2):
-            async with env.ws(alice.token) as ws:
-                await receive(ws)
         memory = env.realtime.memory
-        await wait_for(lambda: len(memory.young_collections) == 1, what="young collection by the monitor task")
+        async with env.ws(alice.token) as first, env.ws(alice.token) as second:
+            await receive(first)
+            await receive(second)
+            await wait_for(lambda: len(memory.young_collections) == 1, what="young collection by the monitor task")
         assert memory.connections_seen == 2 and memory.samples >= 2
-        assert env.realtime.status()["memory"]["young_collections"][0]["reason"] == "2 new connections"
+        await wait_for(lambda: len(memory.young_collections) == 2, what="collection after the sockets closed")
+        reasons = [c["reason"] for c in env.realtime.status()["memory"]["young_collections"]]
+        assert reasons == ["2 new connections", "2 closed connections"]

@@ -318,7 +318,10 @@ class Realtime:
 
     def _forget(self, connection: Connection) -> None:
         """The connection is closing or gone: out of the registry (limits free up), presence updated."""
+        closed_before = self.registry.total_closed
         room_id = self.registry.remove(connection)
+        if self.registry.total_closed != closed_before:
+            self.memory.note_disconnection()
         if room_id is not None:
             self._spawn(self._announce_leave(room_id, connection.user, connection.username))
 

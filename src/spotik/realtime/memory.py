@@ -5,6 +5,10 @@ off the hot path.
   young-generation collection (``gc.collect(0)``) once ``gc_young_every`` connections have arrived since the last
   one: connection set-up allocates many short-lived container objects (scope, headers, coroutines) and a young
   collection is a sub-millisecond pause.
+* Memory freed when sockets close mostly stays in the process (glibc keeps freed heap pages): once
+  ``gc_young_every`` connections have *closed* since the last time, the monitor collects the young generations and
+  calls glibc's ``malloc_trim(0)``, which hands free pages back to the system (measured: 2,000 sockets opened and
+  closed, RSS 147 → 137 MB; a few ms). Elsewhere (musl, macOS) only the collection runs.
 * A full collection stalls the loop in proportion to the number of live objects (about 200 ms with a million live
   dicts — STACK.md), so it runs only under memory pressure (level warning or critical) and at most once every
   ``gc_full_min_interval`` seconds (30 min).
@@ -15,11 +19,13 @@ Each collection's pause and RSS before/after are recorded, so ``status()`` shows
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import structlog
@@ -28,6 +34,14 @@ from spotik.realtime.janitor import every
 
 log = structlog.get_logger("spotik.realtime.memory")
 MB = 1024 * 1024
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where there is no glibc."""
+    try:
+        return cast("Callable[[int], int]", ctypes.CDLL("libc.so.6").malloc_trim)
+    except (OSError, AttributeError):
+        return None
 
 
 class Level(StrEnum):
@@ -45,6 +59,7 @@ class Collection:
     rss_before: int
     rss_after: int
     at: float  # time.time()
+    trimmed: bool = False  # malloc_trim ran after the collection
 
 
 class MemoryMonitor:
@@ -69,7 +84,9 @@ class MemoryMonitor:
         self.samples = 0
         self.crossings = 0
         self._new_connections = 0
+        self._closed_connections = 0
         self.connections_seen = 0
+        self._trim = _malloc_trim()
         self._last_full: float | None = None  # time.monotonic()
         self.young_collections: list[Collection] = []
         self.full_collections: list[Collection] = []
@@ -77,6 +94,9 @@ class MemoryMonitor:
     def note_connection(self) -> None:
         self._new_connections += 1
         self.connections_seen += 1
+
+    def note_disconnection(self) -> None:
+        self._closed_connections += 1
 
     def level_for(self, rss: int) -> Level:
         if rss >= self.critical_bytes:
@@ -104,13 +124,16 @@ class MemoryMonitor:
             self.level = level
         return level
 
-    def collect(self, generation: int, reason: str) -> Collection:
+    def collect(self, generation: int, reason: str, *, trim: bool = False) -> Collection:
         before = int(self._process.memory_info().rss)
         started = time.perf_counter()
         collected = gc.collect(generation)
+        trim_heap = self._trim if trim else None
+        if trim_heap is not None:
+            trim_heap(0)
         pause_ms = (time.perf_counter() - started) * 1000
         after = int(self._process.memory_info().rss)
-        record = Collection(generation, reason, collected, round(pause_ms, 3), before, after, time.time())
+        record = Collection(generation, reason, collected, round(pause_ms, 3), before, after, time.time(), trim_heap is not None)
         history = self.full_collections if generation == 2 else self.young_collections
         history.append(record)
         del history[:-20]  # keep the last few
@@ -129,7 +152,10 @@ class MemoryMonitor:
     def tick(self) -> None:
         """One monitor step: sample, then collect if the policy says so (never called on a request path)."""
         level = self.sample()
-        if self._new_connections >= self.gc_young_every:
+        if self._closed_connections >= self.gc_young_every:
+            self._closed_connections = self._new_connections = 0
+            self.collect(1, f"{self.gc_young_every} closed connections", trim=True)
+        elif self._new_connections >= self.gc_young_every:
             self._new_connections = 0
             self.collect(0, f"{self.gc_young_every} new connections")
         if level is not Level.OK and (
