@@ -338,6 +338,9 @@ class Connection:
                         self.bytes_out += item.size
                         self.tally.sent[item.type] += 1
                 self._sending = False
+                if not self._lanes_pending():  # the common case after a broadcast: done, without another loop turn
+                    self._normal = self._priority = None
+                    break
                 await asyncio.sleep(0)  # one batch at a time: let the other writers and the broadcaster run
         except TimeoutError:
             self.fail("send timeout")
