@@ -72,3 +72,10 @@ def test_sigterm_finishes_the_in_flight_request_then_closes_the_pool(server: Ser
     server.wait_for_log("Finished server process")
     with pytest.raises(httpx2.ConnectError):
         httpx2.get(f"{server.base_url}/api/ping", timeout=2)
+
+
+def test_the_start_up_objects_are_frozen_for_the_garbage_collector(server: ServerProcess) -> None:
+    """The serving process hides what start-up allocated from the collector (spotik.realtime.serving)."""
+    line = server.wait_for_log("start-up objects frozen")
+    frozen = int(line.split("objects=")[1].split()[0])
+    assert frozen > 10_000  # modules, routes, models, metadata: far more than a handful

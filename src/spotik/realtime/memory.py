@@ -133,7 +133,9 @@ class MemoryMonitor:
             trim_heap(0)
         pause_ms = (time.perf_counter() - started) * 1000
         after = int(self._process.memory_info().rss)
-        record = Collection(generation, reason, collected, round(pause_ms, 3), before, after, time.time(), trim_heap is not None)
+        record = Collection(
+            generation, reason, collected, round(pause_ms, 3), before, after, time.time(), trim_heap is not None
+        )
         history = self.full_collections if generation == 2 else self.young_collections
         history.append(record)
         del history[:-20]  # keep the last few
