@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint migrate bench clean
+.PHONY: serve test lint migrate bench bench-ws clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(BIN)/.installed
 # Bounded, loopback-only benchmarks (see bench/README.md); reports go to bench/reports/.
 bench: $(BIN)/.installed
 	$(BIN)/python bench/middleware_overhead.py
+
+# Real-time figures (/ws memory per idle connection, broadcast latency, two instances through Redis) vs a baseline.
+bench-ws: $(BIN)/.installed
+	$(BIN)/python bench/realtime.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
