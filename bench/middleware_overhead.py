@@ -25,19 +25,19 @@ import platform
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx2
+from benchtools import clean_environment, free_port, pin_to
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "bench" / "reports"
@@ -73,19 +73,6 @@ class Measurement:
     pair: int = 0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def pin_to(cpus: set[int] | None) -> Callable[[], None] | None:
-    """A ``preexec_fn`` keeping the child (and every thread it starts) on ``cpus``."""
-    if not cpus or not hasattr(os, "sched_setaffinity"):
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
-
-
 class Server:
     def __init__(self, name: str, stack: dict[str, str], workdir: Path, cpus: set[int] | None) -> None:
         self.name = name
@@ -93,9 +80,7 @@ class Server:
         self.base_url = f"http://127.0.0.1:{self.port}"
         storage = workdir / name
         storage.mkdir(parents=True)
-        inherited = {
-            k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_", "REDIS_", "JWT_", "SPOTIK_"))
-        }
+        inherited = clean_environment()
         env = {
             **inherited,
             "SPOTIK_ENV": "production",

@@ -56,6 +56,7 @@ from typing import Any
 
 import httpx2
 import psutil
+from benchtools import clean_environment, free_port, pin_to
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -90,19 +91,6 @@ def raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def pin_to(cpus: set[int] | None) -> Callable[[], None] | None:
-    """A ``preexec_fn`` keeping the child (and every thread it starts) on ``cpus``."""
-    if not cpus or not hasattr(os, "sched_setaffinity"):
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
 
 
 class SourceAddresses:
@@ -511,11 +499,6 @@ class Workers:
 
 
 # -- servers ------------------------------------------------------------------------------------------------------
-
-
-def clean_environment() -> dict[str, str]:
-    prefixes = ("DB_", "DATABASE_", "REDIS_", "JWT_", "SPOTIK_", "WS_", "RATE_LIMIT")
-    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
 class ServerProcess:
