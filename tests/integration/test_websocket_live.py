@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from spotik.events import DomainEvent
+from spotik.realtime import protocol
 from spotik.realtime.connection import Connection
 from spotik.settings import Settings
 from tests.conftest import make_settings
@@ -155,6 +156,37 @@ async def test_a_stuck_reader_never_slows_the_broadcaster_or_the_others(sqlite_s
                 f"\nbroadcast {BROADCASTS} in {elapsed:.2f}s; stuck client: sent {sent}, dropped {dropped}, "
                 f"max depth {stuck.max_depth}"
             )
+
+
+@pytest.mark.parametrize("deflate", [False, True], ids=["plain", "permessage-deflate"])
+async def test_a_broadcast_is_written_to_idle_sockets_at_once_unless_an_extension_rewrites_frames(
+    sqlite_settings: Settings, deflate: bool
+) -> None:
+    async with live_server(sqlite_settings, ws_per_message_deflate=deflate) as server:
+        accounts, room_id = await setup_room(server, ["one", "two", "three"])
+        async with AsyncExitStack() as stack:
+            compression = "deflate" if deflate else None
+            sockets = [
+                await stack.enter_async_context(socket_in_room(server, a, room_id, compression=compression))
+                for a in accounts
+            ]
+            assert all(bool(ws.protocol.extensions) == deflate for ws in sockets)
+            connections = [connection_of(server, a) for a in accounts]
+            await wait_for(lambda: all(c.queue_depth == 0 and not c.writing for c in connections))
+            # a short frame, a 16-bit length and a 64-bit length, with multi-byte characters in each
+            items = [
+                protocol.room_broadcast("track_voted", room_id, {"n": n, "text": "é" * size})
+                for n, size in enumerate((10, 300, 40_000))
+            ]
+            before = [c.messages_out for c in connections]
+            for item in items:
+                assert server.realtime.registry.deliver(room_id, item) == len(connections)
+            written_at_once = [c.messages_out - b for c, b in zip(connections, before, strict=True)]
+            assert written_at_once == [0 if deflate else len(items)] * len(connections)
+            assert all(c.writing == deflate for c in connections)
+            for ws in sockets:
+                for item in items:
+                    assert await recv_type(ws, "track_voted") == orjson.loads(item.text)
 
 
 async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(sqlite_settings: Settings) -> None:

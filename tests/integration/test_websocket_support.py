@@ -211,7 +211,12 @@ class LiveServer:
 
 @asynccontextmanager
 async def live_server(
-    settings: Settings, *, ws_ping_interval: float | None = None, ws_ping_timeout: float | None = None, **overrides: Any
+    settings: Settings,
+    *,
+    ws_ping_interval: float | None = None,
+    ws_ping_timeout: float | None = None,
+    ws_per_message_deflate: bool = False,
+    **overrides: Any,
 ) -> AsyncIterator[LiveServer]:
     """uvicorn (websockets-sansio, as ``spotik serve`` runs it) on a free loopback port, in this event loop."""
     app = wire_realtime(create_app(settings), settings, **overrides)
@@ -221,7 +226,7 @@ async def live_server(
         host="127.0.0.1",
         port=port,
         ws="websockets-sansio",
-        ws_per_message_deflate=False,
+        ws_per_message_deflate=ws_per_message_deflate,
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_timeout,
         log_config=None,

@@ -289,7 +289,7 @@ class RedisBroker:
             self.echoes_skipped += 1
             return
         kind = event_type.decode()
-        self._deliver(room_id.decode(), kind, Outgoing(body.decode(), len(body), is_critical(kind), kind))
+        self._deliver(room_id.decode(), kind, Outgoing.of(body, kind, critical=is_critical(kind)))
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.protocol import State
 
 from spotik.realtime.protocol import CloseCode, Outgoing
 from spotik.realtime.tally import Tally
@@ -53,10 +54,32 @@ class ServerHooks:
     @classmethod
     def detect(cls, receive: Any) -> ServerHooks | None:
         protocol = getattr(receive, "__self__", None)
-        required = ("ping_sent_at", "last_ping_rtt", "pending_ping_payload", "ping_interval", "transport")
+        required = ("ping_sent_at", "last_ping_rtt", "pending_ping_payload", "ping_interval", "transport", "conn")
         if protocol is None or not all(hasattr(protocol, name) for name in required):
             return None
         return cls(protocol)
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write a complete, pre-built text frame straight to the transport, as uvicorn's own ``send`` would after
+        framing the message (``conn.send_text`` + ``transport.write``) — but framed once for all subscribers of a
+        broadcast, and without a task or an await per socket (the prepared-message technique of gorilla/websocket
+        and uWebSockets). Only when that is exactly what ``send`` would write without waiting: the connection is
+        open, no close was sent, no extension (permessage-deflate) rewrites frames, and the transport is not paused
+        for flow control. False means "use the queue and ``send``"."""
+        protocol = self._protocol
+        if (
+            protocol.close_sent
+            or protocol.disconnected
+            or not protocol.writable.is_set()
+            or protocol.conn.state is not State.OPEN
+            or protocol.conn.extensions
+        ):
+            return False
+        transport = protocol.transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(frame)
+        return True
 
     @property
     def keepalive_enabled(self) -> bool:
@@ -232,10 +255,18 @@ class Connection:
     # --- queueing (never awaits) -----------------------------------------------------------------------------
 
     def enqueue(self, item: Outgoing) -> bool:
-        """Queue ``item``; False when the connection no longer takes messages. Drops are counted, never raised."""
+        """Queue ``item``; False when the connection no longer takes messages. Drops are counted, never raised.
+
+        With nothing queued or being written and a transport that takes data without waiting, the frame is written
+        at once instead (same order, same bytes, no writer task): that is the common case of a broadcast."""
         if self.closing or self.dead:
             self.tally.dropped["closed"] += 1
             return False
+        if self._writer is None and self.hooks is not None and self.hooks.write_frame(item.frame):
+            self.messages_out += 1
+            self.bytes_out += item.size
+            self.tally.sent[item.type] += 1
+            return True
         if item.critical:
             lane = self._priority
             if lane is None:

@@ -12,6 +12,7 @@ from enum import IntEnum, StrEnum
 from typing import Any, Final
 
 import orjson
+from websockets.frames import Frame, Opcode
 
 from spotik.timefmt import now_iso
 
@@ -87,18 +88,25 @@ def is_critical(message_type: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One encoded frame, shared by every socket it is queued to."""
+    """One encoded message, shared by every socket it is queued to. ``frame`` is the complete WebSocket frame a
+    server sends for it (unmasked, uncompressed): the same bytes for every subscriber, so a broadcast frames it once
+    (see ``ServerHooks.write_frame``)."""
 
     text: str
-    size: int  # bytes on the wire (UTF-8), for the counters
+    size: int  # bytes of the payload (UTF-8), for the counters
     critical: bool
     type: str
+    frame: bytes
+
+    @classmethod
+    def of(cls, raw: bytes, message_type: str, *, critical: bool) -> Outgoing:
+        return cls(raw.decode(), len(raw), critical, message_type, Frame(Opcode.TEXT, raw).serialize(mask=False))
 
 
 def encode(message_type: str, data: dict[str, Any], *, critical: bool | None = None) -> Outgoing:
     raw = orjson.dumps({"type": message_type, "data": data, "timestamp": now_iso()}, option=orjson.OPT_NON_STR_KEYS)
     critical = is_critical(message_type) if critical is None else critical
-    return Outgoing(raw.decode(), len(raw), critical, str(message_type))
+    return Outgoing.of(raw, str(message_type), critical=critical)
 
 
 def reply(message_type: str, data: dict[str, Any]) -> Outgoing:
