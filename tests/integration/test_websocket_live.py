@@ -189,6 +189,24 @@ async def test_a_broadcast_is_written_to_idle_sockets_at_once_unless_an_extensio
                     assert await recv_type(ws, "track_voted") == orjson.loads(item.text)
 
 
+async def test_an_open_socket_keeps_neither_the_handshake_nor_the_token(sqlite_settings: Settings) -> None:
+    async with live_server(sqlite_settings) as server:
+        accounts, room_id = await setup_room(server, ["one"])
+        token = accounts[0].token
+        async with socket_in_room(server, accounts[0], room_id, additional_headers={"X-Padding": "p" * 2000}):
+            connection = connection_of(server, accounts[0])
+            scope = connection.websocket.scope
+            assert scope["query_string"] == b"" and scope["headers"] == ()
+            assert not {"state", "extensions", "subprotocols", "asgi"} & scope.keys()
+            assert connection.hooks is not None
+            uvicorn_protocol = connection.hooks._protocol
+            assert uvicorn_protocol.request is None and uvicorn_protocol.response is None
+            # websockets' handshake parser keeps the request in a local of its (suspended) generator
+            request = uvicorn_protocol.conn.parser.gi_frame.f_locals["request"]
+            assert list(request.headers.raw_items()) == [] and token not in request.path
+            assert request.path == ""
+
+
 async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(sqlite_settings: Settings) -> None:
     async with live_server(sqlite_settings, send_timeout=0.5) as server:
         accounts, room_id = await setup_room(server, ["stuck", "fast"])
