@@ -815,6 +815,7 @@ async def test_an_open_socket_keeps_no_http_layer_alive(settings: Settings) -> N
                 modules.append(awaited.cr_frame.f_globals["__name__"])
                 awaited = awaited.cr_await
             assert "spotik.realtime.gateway" in modules and "spotik.app" in modules
+            assert "spotik.realtime.router" not in modules  # it hands over the gateway's coroutine, adding no frame
             http_layers = [m for m in modules if m.startswith(("fastapi", "starlette.middleware", "starlette.routing"))]
             assert http_layers == [] and not any(
                 m.startswith(("spotik.http", "spotik.performance.middleware.timing")) for m in modules

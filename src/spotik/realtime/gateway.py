@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -128,6 +129,16 @@ def token_from(scope: Scope) -> tuple[str | None, str | None]:
     if token is None and subprotocol is not None:
         token = subprotocol[len(TOKEN_SUBPROTOCOL_PREFIX) :] or None
     return token, subprotocol
+
+
+def _retire_handshake_scope(scope: Scope) -> None:
+    """Once the socket is open nothing reads the handshake's parts of the scope again (uvicorn logs only the
+    handshake; the gateway has read the token, Origin and subprotocols), yet the scope lives as long as the socket:
+    drop them — the query string also holds the token, which then no longer lingers in memory for hours."""
+    scope["headers"] = ()
+    scope["query_string"] = b""
+    for key in ("state", "extensions", "subprotocols", "asgi"):
+        scope.pop(key, None)
 
 
 class Realtime:
@@ -331,8 +342,12 @@ class Realtime:
         connection = await self._admit(websocket)
         if connection is None:
             return
+        receive = websocket.receive
         try:
-            await self._read(connection, websocket)
+            # The read loop, in this frame (which lives as long as the socket): each message goes straight to the
+            # handler, so no reference to the last one (nor to what was parsed from it) is kept while waiting.
+            while await self._on_message(connection, await receive()):
+                pass
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not connection.dead or task is None:
@@ -380,7 +395,7 @@ class Realtime:
         hooks = ServerHooks.detect(websocket._receive)
         if hooks is not None:
             hooks.release_handshake()
-        scope["headers"] = ()  # read above; nothing needs them once the socket is open
+        _retire_handshake_scope(scope)
         connection = Connection(
             websocket,
             user_id=user_id,
@@ -389,7 +404,7 @@ class Realtime:
             queue_size=self.config.queue_size,
             batch_size=self.config.batch_size,
             send_timeout=self.config.send_timeout,
-            connected_at_iso=now_iso(),
+            connected_at_wall=time.time(),
             tally=self.tally,
             hooks=hooks,
             on_closed=self._forget,
@@ -423,13 +438,6 @@ class Realtime:
                 await websocket.accept(subprotocol=subprotocol)
                 await websocket.send_text(protocol.error(refusal.error_code, refusal.reason).text)
                 await websocket.close(refusal.code, refusal.reason)
-
-    async def _read(self, connection: Connection, websocket: WebSocket) -> None:
-        receive = websocket.receive
-        # The message goes straight to the handler: this frame, which lives as long as the socket, keeps no reference
-        # to the last message (nor to what was parsed from it) while it waits for the next one.
-        while await self._on_message(connection, await receive()):
-            pass
 
     async def _on_message(self, connection: Connection, message: Message) -> bool:
         """Handle one ASGI message; False once the socket is done."""

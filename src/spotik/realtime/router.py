@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,18 +28,23 @@ def realtime_of(websocket: WebSocket) -> Realtime | None:
     return realtime if isinstance(realtime, Realtime) else None
 
 
-async def websocket_endpoint(websocket: WebSocket) -> None:
+async def _not_running(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.close(CloseCode.TRY_AGAIN_LATER, "real-time gateway not running")
+
+
+def websocket_endpoint(websocket: WebSocket) -> Awaitable[None]:
+    """The gateway's coroutine itself, not one awaiting it: every coroutine between the server and the read loop
+    stays alive (~250 B) for as long as the socket is open."""
     realtime = realtime_of(websocket)
     if realtime is None:  # the app was built without the real-time gateway
-        await websocket.accept()
-        await websocket.close(CloseCode.TRY_AGAIN_LATER, "real-time gateway not running")
-        return
-    await realtime.serve(websocket)
+        return _not_running(websocket)
+    return realtime.serve(websocket)
 
 
-async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
+def websocket_app(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
     """``/ws`` as a bare ASGI app (``spotik.app.Spotik`` calls it ahead of the HTTP stack)."""
-    await websocket_endpoint(WebSocket(scope, receive, send))
+    return websocket_endpoint(WebSocket(scope, receive, send))
 
 
 router.add_websocket_route("/ws", websocket_endpoint, name="websocket")  # for an app without that shortcut
