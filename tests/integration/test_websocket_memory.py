@@ -81,6 +81,22 @@ def test_closed_connections_lead_to_a_collection_that_hands_free_heap_back() -> 
     del blocks
 
 
+def test_a_few_closed_connections_are_trimmed_once_the_closing_has_settled() -> None:
+    memory = monitor()
+    memory.note_disconnection()
+    memory.tick()
+    assert memory.young_collections == []  # closing in this interval: maybe more to come
+    memory.note_disconnection()
+    memory.tick()
+    assert memory.young_collections == []  # still closing
+    memory.tick()  # nothing closed since the last tick
+    (trim,) = memory.young_collections
+    assert trim.generation == 1 and trim.reason == "2 closed, settled"
+    memory.tick()
+    memory.tick()
+    assert len(memory.young_collections) == 1  # nothing new to hand back
+
+
 def test_full_collection_only_under_pressure_and_at_most_once_per_interval() -> None:
     memory = monitor(warning_bytes=1)
     garbage = [[index] for index in range(10_000)]
