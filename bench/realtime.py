@@ -20,7 +20,7 @@ pinned to other CPUs than the servers (``--no-pin`` to switch that off). Targets
 is missed): ≤ 20 KiB per idle joined connection, 10,000 connections held by one process, p99 < 50 ms for 1,000
 subscribers on one instance, p99 < 100 ms across two instances, RSS back within 10 % once all are gone.
 
-    .venv/bin/python bench/realtime.py            # full size, about 14 minutes on 2 CPUs
+    .venv/bin/python bench/realtime.py            # full size, about 16 minutes on 2 CPUs
     .venv/bin/python bench/realtime.py --quick    # small sizes, a couple of minutes
 
 Reports go to bench/reports/ (git-ignored) as JSON and Markdown.
@@ -74,6 +74,8 @@ STARTUP_TIMEOUT = 60.0
 KIB = 1024
 MIB = 1024 * 1024
 PASSWORD = "bench-Passw0rd!"  # noqa: S105 - throwaway users of a throwaway database
+
+CLOSED_SETTLE_S = 25.0  # after closing: two ticks of the server's memory monitor (which trims the heap) at least
 
 TARGETS = {
     "kib_per_connection": 20.0,
@@ -885,10 +887,10 @@ class Target:
 
 
 async def settled_rss(
-    server: ServerProcess, *, interval: float = 0.5, window: int = 4, max_wait: float = 45.0
+    server: ServerProcess, *, interval: float = 0.5, window: int = 4, max_wait: float = 45.0, min_wait: float = 0.0
 ) -> dict[str, Any]:
     """RSS once it is stable over ``window`` samples (within 1 % or 512 KiB) and the server is idle (< 10 % of a
-    CPU), bounded by ``max_wait``."""
+    CPU), at the earliest after ``min_wait``, bounded by ``max_wait``."""
     samples: list[int] = []
     busy: list[float] = []
     started = time.monotonic()
@@ -902,7 +904,8 @@ async def settled_rss(
         recent, recent_busy = samples[-window:], busy[-window:]
         waited = time.monotonic() - started
         stable = (
-            len(recent) == window
+            waited >= min_wait
+            and len(recent) == window
             and max(recent) - min(recent) <= max(0.01 * max(recent), 512 * KIB)
             and max(recent_busy) < 0.10
         )
@@ -1021,7 +1024,7 @@ async def memory_phase(
             say(f"[{target.name}] failures: {opening['failures']}")
         opened = size
     closing = await workers.call_all("close_all", concurrency=args.concurrency * 2)
-    gone = await settled_rss(server)
+    gone = await settled_rss(server, min_wait=CLOSED_SETTLE_S)
     result["close_elapsed_s"] = max(c["elapsed_s"] for c in closing)
     result["rss_after_close"] = gone["rss"]
     result["rss_after_close_settle"] = gone
@@ -1034,7 +1037,7 @@ async def memory_phase(
         opening = await open_sockets(workers, target, [server], 0, sizes[-1], args, addresses)
         held = await settled_rss(server)
         await workers.call_all("close_all", concurrency=args.concurrency * 2)
-        closed = await settled_rss(server)
+        closed = await settled_rss(server, min_wait=CLOSED_SETTLE_S)
         result["cycles"].append(
             {"cycle": cycle, "opened": opening["ok"], "rss_open": held["rss"], "rss_closed": closed["rss"]}
         )
@@ -1042,6 +1045,9 @@ async def memory_phase(
             f"[{target.name}] cycle {cycle}: {opening['ok']} open → RSS {held['rss'] / MIB:.1f} MiB; all closed → "
             f"{closed['rss'] / MIB:.1f} MiB ({(closed['rss'] - rss0) / rss0 * 100:+.1f} % vs start)"
         )
+    if len(result["cycles"]) > 1:  # the steady state: the last cycle's closed RSS against the first one's
+        first, last = result["cycles"][0]["rss_closed"], result["cycles"][-1]["rss_closed"]
+        result["rss_return_warm"] = round((last - first) / first, 4)
     return result
 
 
@@ -1664,6 +1670,17 @@ def evaluate(args: argparse.Namespace, results: dict[str, Any]) -> list[dict[str
             "passed": None if returned is None else abs(returned) <= TARGETS["rss_return"],
         }
     )
+    warm = memory.get("rss_return_warm") if memory else None
+    if warm is not None:
+        checks.append(
+            {
+                "target": f"(not a target: the same once warm) RSS after the last cycle within "
+                f"{TARGETS['rss_return'] * 100:g} % of the RSS after the first one",
+                "measured": f"{warm * 100:+.1f} %",
+                "passed": abs(warm) <= TARGETS["rss_return"],
+                "informational": True,
+            }
+        )
     return checks
 
 
@@ -1883,7 +1900,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--subscribers", type=int_list, default=None, help="subscribers of one room (100,1000)")
     parser.add_argument("--rounds", type=int, default=None, help="measured rounds per latency figure (100)")
     parser.add_argument("--warmup-rounds", type=int, default=4, help="rounds before the measured ones (4)")
-    parser.add_argument("--cycles", type=int, default=1, help="open/close cycles of the largest size (leak check)")
+    parser.add_argument("--cycles", type=int, default=2, help="open/close cycles of the largest size (leak check)")
     parser.add_argument("--bare-size", type=int, default=None, help="idle connections on the bare websockets server")
     parser.add_argument("--quick", action="store_true", help="sizes 200,500; subscribers 50,100; 20 rounds")
     parser.add_argument("--users", type=int, default=100, help="Spotik users (socket i belongs to user i %% users)")
@@ -1960,7 +1977,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reports: {json_path.relative_to(ROOT)}, {md_path.relative_to(ROOT)}")
     if interrupted:
         return 130
-    missed = [c for c in report["targets"] if c["passed"] is False]
+    missed = [c for c in report["targets"] if c["passed"] is False and not c.get("informational")]
     if args.strict and (missed or run.errors):
         return 1
     return 0
