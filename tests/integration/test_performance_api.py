@@ -101,8 +101,8 @@ async def test_metrics_are_public_and_carry_every_subsystem(perf: Running) -> No
         "subsystems",
     }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", metrics["timestamp"])
-    # The memory level depends on the whole test process (the default warning threshold is 200 MB RSS).
-    assert metrics["memory"]["current_mb"] > 0 and metrics["memory"]["status"] in ("ok", "warning", "critical")
+    # make_settings puts the memory thresholds far above any test process: the level is ok.
+    assert metrics["memory"]["current_mb"] > 0 and metrics["memory"]["status"] == "ok"
     assert metrics["connections"]["websocket"] == 0
     assert isinstance(metrics["connections"]["database"], int)  # PostgreSQL: the scheduler's lock holds one
     components = metrics["health"]["components"]
@@ -110,8 +110,7 @@ async def test_metrics_are_public_and_carry_every_subsystem(perf: Running) -> No
     assert set(metrics["subsystems"]) == {"database", "websocket", "memory"}
     assert metrics["subsystems"]["database"]["driver"] == perf.state.engine.dialect.name
     assert set(components) == {"database", "websocket", "memory"} and components["database"] == "healthy"
-    memory_ok = metrics["memory"]["status"] == "ok"
-    assert (components["memory"] == "healthy") is memory_ok
+    assert components["memory"] == "healthy"
 
 
 async def test_metrics_request_counters_follow_traffic(perf: Running) -> None:
@@ -134,10 +133,10 @@ async def test_health_is_public_and_healthy_with_components(perf: Running) -> No
     assert components["database"]["status"] == "healthy" and components["database"]["reasons"] == []
     assert health["overall_status"] == worst(c["status"] for c in components.values())
     assert response.status_code == (503 if health["overall_status"] == "unhealthy" else 200)
-    if components["memory"]["level"] == "ok":  # the rest depends on this test process's RSS only
-        assert health["overall_status"] == "healthy"
-        assert response.status_code == 200
-        assert health["health_issues"] == [] and health["warning_issues"] == []
+    assert components["memory"]["level"] == "ok"  # thresholds far above the test process (make_settings)
+    assert health["overall_status"] == "healthy"
+    assert response.status_code == 200
+    assert health["health_issues"] == [] and health["warning_issues"] == []
     assert health["components"]["database"]["response_time_ms"] >= 0
 
 

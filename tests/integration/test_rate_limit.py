@@ -213,7 +213,7 @@ async def test_a_rejected_websocket_upgrade_gets_an_http_429(sqlite_url: str, tm
     settings = limited(sqlite_url, tmp_path, max_requests_per_hour=2)
     async with running_app(settings, routes=add_echo_socket) as running:
         await running.client.get("/api/ping")
-        transport = ASGIWebSocketTransport(app=with_denial_extension(running.manager.app))
+        transport = ASGIWebSocketTransport(app=with_denial_extension(running.manager.app), initial_receive_timeout=10.0)
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
             sockets = AsyncWebSocketClient(http)
             async with sockets.connect("/test/ws") as socket:  # the 2nd request: accepted
@@ -231,7 +231,7 @@ async def test_a_rejected_websocket_upgrade_gets_an_http_429(sqlite_url: str, tm
 async def test_websocket_upgrades_count_against_the_http_budget(sqlite_url: str, tmp_path: Path) -> None:
     settings = limited(sqlite_url, tmp_path, max_requests_per_hour=1)
     async with running_app(settings, routes=add_echo_socket) as running:
-        transport = ASGIWebSocketTransport(app=with_denial_extension(running.manager.app))
+        transport = ASGIWebSocketTransport(app=with_denial_extension(running.manager.app), initial_receive_timeout=10.0)
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
             async with AsyncWebSocketClient(http).connect("/test/ws") as socket:
                 await socket.send_text("x")
@@ -330,7 +330,7 @@ async def test_the_gateways_upgrades_are_rate_limited_too(sqlite_url: str, tmp_p
     settings = limited(sqlite_url, tmp_path, max_requests_per_hour=2)
     async with running_app(settings) as running:
         await running.client.get("/api/ping")
-        transport = ASGIWebSocketTransport(app=with_denial_extension(running.manager.app))
+        transport = ASGIWebSocketTransport(app=with_denial_extension(running.manager.app), initial_receive_timeout=10.0)
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
             sockets = AsyncWebSocketClient(http)
             async with sockets.connect("/ws") as socket:  # the 2nd request: reaches the gateway (no token: 4401)

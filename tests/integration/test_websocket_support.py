@@ -96,7 +96,7 @@ async def running_app(settings: Settings, **overrides: Any) -> AsyncIterator[Run
     app = wire_realtime(create_app(settings), settings, **overrides)
     async with LifespanManager(app) as manager:
         state: AppState = manager._state["spotik"]
-        transport = ASGIWebSocketTransport(app=manager.app)
+        transport = ASGIWebSocketTransport(app=manager.app, initial_receive_timeout=WAIT)  # the wait for the accept
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield RunningApp(manager.app, state, client)
 
