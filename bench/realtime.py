@@ -1900,9 +1900,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--subscribers", type=int_list, default=None, help="subscribers of one room (100,1000)")
     parser.add_argument("--rounds", type=int, default=None, help="measured rounds per latency figure (100)")
     parser.add_argument("--warmup-rounds", type=int, default=4, help="rounds before the measured ones (4)")
-    parser.add_argument("--cycles", type=int, default=2, help="open/close cycles of the largest size (leak check)")
+    parser.add_argument(
+        "--cycles", type=int, default=None, help="open/close cycles of the largest size (leak check; 2, --quick 1)"
+    )
     parser.add_argument("--bare-size", type=int, default=None, help="idle connections on the bare websockets server")
-    parser.add_argument("--quick", action="store_true", help="sizes 200,500; subscribers 50,100; 20 rounds")
+    parser.add_argument("--quick", action="store_true", help="sizes 200,500; subscribers 50,100; 20 rounds; 1 cycle")
     parser.add_argument("--users", type=int, default=100, help="Spotik users (socket i belongs to user i %% users)")
     parser.add_argument("--room-size", type=int, default=100, help="idle connections per room (100)")
     parser.add_argument("--clients", type=int, default=2, help="client processes (2)")
@@ -1928,6 +1930,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rounds = 20 if quick else 100
     if args.bare_size is None:
         args.bare_size = 200 if quick else 1000
+    if args.cycles is None:
+        args.cycles = 1 if quick else 2
     args.sizes = sorted(set(args.sizes))
     args.subscribers = sorted(set(args.subscribers))
     args.apps = [app.strip() for app in args.apps.split(",") if app.strip()]
