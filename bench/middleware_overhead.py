@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from benchtools import clean_environment, free_port, pin_to
+from benchtools import clean_environment, free_port, pin_to, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "bench" / "reports"
@@ -116,12 +116,7 @@ class Server:
         raise RuntimeError(f"{self.name} server did not answer within {STARTUP_TIMEOUT}s; see {self.log.name}")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=15)
         self.log.close()
 
 

@@ -59,7 +59,7 @@ from typing import Any
 
 import httpx2
 import psutil
-from benchtools import clean_environment, free_port, pin_to
+from benchtools import clean_environment, free_port, pin_to, stop_process
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -644,13 +644,7 @@ class ServerProcess:
         return []
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)
         self.log.close()
 
 
@@ -1263,24 +1257,23 @@ def baseline_trigger(server: ServerProcess, frame_bytes: Callable[[], int], seri
 # -- shared infrastructure (PostgreSQL, Redis) ---------------------------------------------------------------------
 
 
-async def create_database(name: str, args: argparse.Namespace) -> None:
+async def pg_admin(statement: str, args: argparse.Namespace) -> None:
+    """One statement on the server's ``postgres`` database (creating and dropping the run's database)."""
     import asyncpg
 
     connection = await asyncpg.connect(host=args.pg_host, port=args.pg_port, user=args.pg_user, database="postgres")
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(statement)
     finally:
         await connection.close()
+
+
+async def create_database(name: str, args: argparse.Namespace) -> None:
+    await pg_admin(f'CREATE DATABASE "{name}"', args)
 
 
 async def drop_database(name: str, args: argparse.Namespace) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(host=args.pg_host, port=args.pg_port, user=args.pg_user, database="postgres")
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', args)
 
 
 async def redis_subscribers(redis_url: str, channel: str, want: int, within: float = 30.0) -> int:
