@@ -89,9 +89,9 @@ def make_settings(database_url: str, storage: Path, **overrides: Any) -> Setting
         "redis_url": None,
         "cors_origins": ["loopback", "http://client.example"],
         "rate_limiting_enabled": False,
-        # The test process grows past the production thresholds (200/400 MB) after a few hundred tests; at a
-        # warning level every app's memory monitor would start with a full collection, a pause of its own in the
-        # middle of other tests. Tests of the levels set their own thresholds.
+        # The test process grows past the production thresholds (200/400 MB) after a few hundred tests: the level
+        # would depend on the whole test run, and an app living past one monitor interval would run a full
+        # collection. Tests of the levels set their own thresholds.
         "memory_warning_mb": 64 * 1024.0,
         "memory_critical_mb": 128 * 1024.0,
     }

@@ -276,7 +276,7 @@ class Metrics:
             registry=r,
         )
 
-        # WebSocket layer: read from the gateway's counters at scrape time (``websocket_source``)
+        # WebSocket layer: read from the gateway's counters at scrape time (``self.websocket.source``)
         self.websocket = WebSocketCollector()
         r.register(self.websocket)
 

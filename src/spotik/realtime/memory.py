@@ -9,10 +9,10 @@ off the hot path.
   ``gc_young_every`` connections have *closed* since the last time, or some have and the closing has settled (none
   closed during the last interval, so the pages of the last ones are free too), the monitor collects the young
   generations and calls glibc's ``malloc_trim(0)``, which hands free pages back to the system (measured: 3,000
-  sockets opened and closed, glibc heap 43 → 31 MB; a few ms). Elsewhere (musl, macOS) only the collection runs.
-  What it cannot hand back is pymalloc's: an arena (1 MiB) returns to the system only once every object in it is
-  gone, and objects that live across a burst of connections get re-created during it (sqlite3's cursor weakrefs,
-  timer handles), pinning arenas the burst allocated.
+  sockets opened and closed, glibc heap 43 → 31 MB; collection and trim about 2 ms). Elsewhere (musl, macOS) only
+  the collection runs. What it cannot hand back is pymalloc's: an arena (1 MiB) returns to the system only once
+  every object in it is gone, and objects that live across a burst of connections get re-created during it
+  (sqlite3's cursor weakrefs, timer handles), pinning arenas the burst allocated.
 * A full collection stalls the loop in proportion to the number of live objects (about 200 ms with a million live
   dicts — STACK.md), so it runs only under memory pressure (level warning or critical) and at most once every
   ``gc_full_min_interval`` seconds (30 min).
