@@ -27,6 +27,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     from spotik.app import create_app
     from spotik.db.migrate import migrate
     from spotik.logs import configure_logging
+    from spotik.realtime.serving import WebSocketProtocol
     from spotik.realtime.serving import serve as serve_with_realtime
 
     configure_logging(settings)
@@ -40,6 +41,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_timeout),
+        ws=WebSocketProtocol,  # uvicorn's websockets-sansio, freeing a closed socket at once (realtime/serving.py)
         ws_per_message_deflate=settings.ws_per_message_deflate,  # off: ~33 KiB per socket, 2-3x slower broadcasts
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,

@@ -8,10 +8,12 @@ registry while the clients misbehave.
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -205,6 +207,28 @@ async def test_an_open_socket_keeps_neither_the_handshake_nor_the_token(sqlite_s
             request = uvicorn_protocol.conn.parser.gi_frame.f_locals["request"]
             assert list(request.headers.raw_items()) == [] and token not in request.path
             assert request.path == ""
+
+
+async def test_a_closed_socket_is_freed_at_once_without_the_cyclic_collector(sqlite_settings: Settings) -> None:
+    """websockets' parser generator holds its protocol: unless ``WebSocketProtocol`` drops it when the connection
+    is lost, a closed socket lingers (pinning memory) until a full collection, which the monitor rarely runs."""
+    async with live_server(sqlite_settings) as server:
+        accounts, room_id = await setup_room(server, ["one"])
+        gc.collect()
+        gc.disable()  # only reference counting may free it
+        try:
+            for how in ("close handshake", "connection dropped"):
+                async with socket_in_room(server, accounts[0], room_id) as ws:
+                    connection = connection_of(server, accounts[0])
+                    assert connection.hooks is not None
+                    uvicorn_protocol = connection.hooks._protocol
+                    freed = [weakref.ref(uvicorn_protocol), weakref.ref(uvicorn_protocol.conn)]
+                    del connection, uvicorn_protocol
+                    if how == "connection dropped":
+                        ws.transport.abort()
+                await wait_for(lambda refs=freed: all(ref() is None for ref in refs), what=f"socket freed after {how}")
+        finally:
+            gc.enable()
 
 
 async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(sqlite_settings: Settings) -> None:

@@ -30,7 +30,7 @@ from httpx2.websockets import ASGIWebSocketTransport, AsyncWebSocketClient, Asyn
 from spotik.app import create_app
 from spotik.realtime.gateway import Realtime, realtime_config
 from spotik.realtime.router import router as realtime_router
-from spotik.realtime.serving import RealtimeServer
+from spotik.realtime.serving import RealtimeServer, WebSocketProtocol
 from spotik.settings import Settings
 from spotik.state import AppState
 from tests.conftest import unavailable
@@ -225,7 +225,7 @@ async def live_server(
         app,
         host="127.0.0.1",
         port=port,
-        ws="websockets-sansio",
+        ws=WebSocketProtocol,
         ws_per_message_deflate=ws_per_message_deflate,
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_timeout,
