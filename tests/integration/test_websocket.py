@@ -800,6 +800,26 @@ async def test_an_exhausted_database_pool_refuses_with_1013_and_the_server_keeps
             assert (await receive(ws))["type"] == "connection_established"
 
 
+async def test_a_message_that_finds_the_database_pool_exhausted_is_answered_busy_and_the_socket_stays(
+    settings: Settings,
+) -> None:
+    from sqlalchemy import text
+
+    busy_settings = settings.model_copy(update={"db_pool_max": 1, "db_pool_timeout": 0.2})
+    async with running_app(busy_settings) as env:
+        trio = await make_trio(env)
+        async with env.ws(trio["member"].token) as ws:
+            await receive_type(ws, "connection_established")
+            async with env.state.sessionmaker() as hog:
+                await hog.execute(text("SELECT 1"))  # holds the only pooled connection
+                await ws.send_text(send("join_room", room_id=trio["room"]))
+                error = await receive_type(ws, "error")
+            assert error["data"]["error_code"] == "server_busy" and error["data"]["request_type"] == "join_room"
+            assert "try again later" in error["data"]["message"]
+            await ws.send_text(send("join_room", room_id=trio["room"]))  # the same socket, the pool free again
+            assert (await receive_type(ws, "room_joined"))["data"]["room"]["id"] == trio["room"]
+
+
 async def test_an_open_socket_keeps_no_http_layer_alive(settings: Settings) -> None:
     """``/ws`` is dispatched ahead of the HTTP middleware stack: the coroutines an idle socket keeps suspended are
     the gateway's (and the rate limiter's), not FastAPI's, Starlette's or the HTTP middleware's."""

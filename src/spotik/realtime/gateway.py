@@ -388,7 +388,7 @@ class Realtime:
             return None
         except (SQLAlchemyError, OSError, TimeoutError) as exc:  # database down or pool exhausted: try again later
             log.warning("websocket authentication unavailable", error=f"{type(exc).__name__}: {exc}")
-            busy = Refusal(CloseCode.TRY_AGAIN_LATER, ErrorCode.SERVER_BUSY, "server busy, try again later")
+            busy = Refusal(CloseCode.TRY_AGAIN_LATER, ErrorCode.SERVER_BUSY, protocol.SERVER_BUSY_MESSAGE)
             await self._refuse(websocket, subprotocol, busy)
             return None
         await websocket.accept(subprotocol=subprotocol)

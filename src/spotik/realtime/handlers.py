@@ -107,8 +107,8 @@ class Handlers:
             connection.enqueue(protocol.error(code, exc.message, **extra))
         except (SQLAlchemyError, OSError, TimeoutError) as exc:  # database down or pool exhausted
             log.warning("websocket handler unavailable", type=message.type, error=f"{type(exc).__name__}: {exc}")
-            busy = "The server is busy, try again later"
-            connection.enqueue(protocol.error(ErrorCode.SERVER_BUSY, busy, request_type=message.type))
+            busy = protocol.error(ErrorCode.SERVER_BUSY, protocol.SERVER_BUSY_MESSAGE, request_type=message.type)
+            connection.enqueue(busy)
         except Exception:
             log.exception("websocket handler failed", type=message.type, connection_id=connection.id)
             connection.enqueue(

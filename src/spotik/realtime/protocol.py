@@ -79,6 +79,8 @@ class ErrorCode(StrEnum):
 
 # Room events that are never dropped from a slow client's queue: each one changes what the client plays, and each
 # payload is self-contained (full track, timestamps), so it may overtake queued non-critical messages safely.
+# The database is down or its pool exhausted: the socket is refused with 1013, or the message is answered with it.
+SERVER_BUSY_MESSAGE: Final = "The server is busy, try again later"
 CRITICAL_EVENT_TYPES: Final = frozenset({"track_skipped", "room_deleted", ServerType.ERROR.value})
 
 
