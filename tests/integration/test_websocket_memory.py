@@ -3,6 +3,8 @@ full collections only under pressure and rate-limited), measured rather than ass
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import platform
 
 from structlog.testing import capture_logs
@@ -112,6 +114,28 @@ def test_full_collection_only_under_pressure_and_at_most_once_per_interval() -> 
     memory.gc_full_min_interval = 0
     memory.tick()
     assert len(memory.full_collections) == 2
+
+
+async def test_every_collection_is_timed_while_the_monitor_runs() -> None:
+    memory = monitor()
+    stopping = asyncio.Event()
+    task = asyncio.create_task(memory.run(stopping))
+    await wait_for(lambda: memory.on_gc in gc.callbacks, what="the monitor's gc hook")
+    gc.collect(2)  # not the monitor's: the interpreter's collections are timed too
+    gc.collect(0)
+    full, young = memory.pauses[2], memory.pauses[0]
+    assert full.count >= 1 and 0 < full.max_ms <= full.total_ms and young.count >= 1
+    stopping.set()
+    await task
+    counted = memory.pauses[2].count
+    gc.collect(2)
+    assert memory.pauses[2].count == counted  # unhooked once stopped
+    assert memory.status()["gc_pauses"][2] == {
+        "generation": 2,
+        "count": counted,
+        "total_ms": round(full.total_ms, 3),
+        "max_ms": round(full.max_ms, 3),
+    }
 
 
 async def test_the_gateway_counts_connections_for_the_monitor_task(settings: Settings) -> None:

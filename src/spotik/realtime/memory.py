@@ -18,6 +18,9 @@ off the hot path.
   ``gc_full_min_interval`` seconds (30 min).
 
 Each collection's pause and RSS before/after are recorded, so ``status()`` shows what the policy actually buys.
+While the monitor runs it also times every collection the interpreter makes (``gc.callbacks``): count, total and
+longest pause per generation. Those are the automatic ones, which run wherever an allocation crosses a threshold —
+in the middle of a broadcast too — so this is where a latency outlier from the collector shows.
 """
 
 from __future__ import annotations
@@ -66,6 +69,13 @@ class Collection:
     trimmed: bool = False  # malloc_trim ran after the collection
 
 
+@dataclass(slots=True)
+class Pauses:
+    count: int = 0
+    total_ms: float = 0.0
+    max_ms: float = 0.0
+
+
 class MemoryMonitor:
     def __init__(
         self,
@@ -95,6 +105,8 @@ class MemoryMonitor:
         self._last_full: float | None = None  # time.monotonic()
         self.young_collections: list[Collection] = []
         self.full_collections: list[Collection] = []
+        self.pauses = [Pauses(), Pauses(), Pauses()]  # every collection while running, by generation
+        self._gc_started = 0.0
 
     def note_connection(self) -> None:
         self._new_connections += 1
@@ -175,11 +187,27 @@ class MemoryMonitor:
             self.sample()
         self._closed_at_last_tick = self._closed_connections
 
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """``gc.callbacks`` hook: called at the start and the end of every collection."""
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_started = now
+            return
+        pause_ms = (now - self._gc_started) * 1000
+        pauses = self.pauses[info["generation"]]
+        pauses.count += 1
+        pauses.total_ms += pause_ms
+        pauses.max_ms = max(pauses.max_ms, pause_ms)
+
     async def run(self, stopping: asyncio.Event) -> None:
         async def job() -> None:
             self.tick()
 
-        await every(self.interval, stopping, job, name="memory")
+        gc.callbacks.append(self.on_gc)
+        try:
+            await every(self.interval, stopping, job, name="memory")
+        finally:
+            gc.callbacks.remove(self.on_gc)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -196,4 +224,13 @@ class MemoryMonitor:
             "young_collections": [asdict(c) for c in self.young_collections[-5:]],
             "full_collections": [asdict(c) for c in self.full_collections[-5:]],
             "gc_counts": list(gc.get_count()),
+            "gc_pauses": [
+                {
+                    "generation": generation,
+                    "count": p.count,
+                    "total_ms": round(p.total_ms, 3),
+                    "max_ms": round(p.max_ms, 3),
+                }
+                for generation, p in enumerate(self.pauses)
+            ],
         }
