@@ -1144,8 +1144,10 @@ async def latency_phase(
     args: argparse.Namespace,
     addresses: SourceAddresses,
     label: str,
+    gc_pauses: GcPauses | None = None,
 ) -> dict[str, Any]:
-    """Subscribers open cumulatively (S₁, then up to S₂ …) and each size runs warm-up + measured rounds."""
+    """Subscribers open cumulatively (S₁, then up to S₂ …) and each size runs warm-up + measured rounds.
+    ``gc_pauses``: the server's collections so far (Spotik's memory monitor), read before and after the rounds."""
     results: dict[str, Any] = {}
     opened = 0
     try:
@@ -1159,7 +1161,10 @@ async def latency_phase(
             total = args.warmup_rounds + args.rounds
             try:
                 plan = [needles_for(i) for i in range(total)]
+                gc_before = await gc_pauses() if gc_pauses else None
                 outcome = await run_rounds(workers, trigger, plan, args.warmup_rounds, args)
+                if gc_pauses and gc_before is not None:
+                    outcome["server_gc"] = gc_during(gc_before, await gc_pauses())
             finally:
                 await close()
             outcome["open"] = opening
@@ -1173,6 +1178,11 @@ async def latency_phase(
                 f"{outcome['client_cpu_ms'].get('p50', '-')} ms/round, {outcome['frame_bytes']} B frames"
                 + (f", {outcome['incomplete_rounds']} incomplete rounds" if outcome["incomplete_rounds"] else "")
                 + ")"
+                + (
+                    f"; server collections during the rounds: {describe_gc(outcome['server_gc'])}"
+                    if "server_gc" in outcome
+                    else ""
+                )
             )
             if len(outcome["by_kind"]) > 1:
                 say(
@@ -1205,6 +1215,38 @@ def baseline_target(name: str) -> Target:
         return [(server.ws_url, BASELINE_JOIN)] * count
 
     return Target(name, None, BASELINE_JOINED, items)
+
+
+GcPauses = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+
+def spotik_gc_pauses(server: ServerProcess, fixture: SpotikFixture) -> GcPauses:
+    """The server's garbage collections so far, by generation (count, total ms): the memory monitor times every
+    collection, the interpreter's automatic ones included, so a collector pause inside the rounds shows here."""
+
+    async def fetch() -> list[dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {fixture.tokens[0]}"}
+        async with httpx2.AsyncClient(base_url=server.base_url, headers=headers, timeout=30, trust_env=False) as c:
+            body = expect(await c.get("/api/performance/dashboard"), 200)
+        pauses: list[dict[str, Any]] = body["data"]["memory"]["monitor"]["gc_pauses"]
+        return pauses
+
+    return fetch
+
+
+def gc_during(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "generation": a["generation"],
+            "count": a["count"] - b["count"],
+            "total_ms": round(a["total_ms"] - b["total_ms"], 2),
+        }
+        for b, a in zip(before, after, strict=True)
+    ]
+
+
+def describe_gc(during: list[dict[str, Any]]) -> str:
+    return ", ".join(f"gen{g['generation']} {g['count']} ({g['total_ms']:.1f} ms)" for g in during)
 
 
 def spotik_vote_trigger(server: ServerProcess, fixture: SpotikFixture) -> MakeTrigger:
@@ -1411,6 +1453,7 @@ async def phase_spotik(run: Run, workers: Workers) -> None:
                     args,
                     run.addresses,
                     "1 instance",
+                    spotik_gc_pauses(server, fixture),
                 )
             except Exception as exc:
                 run.record_failure("spotik latency", exc, [server])
@@ -1451,6 +1494,7 @@ async def phase_spotik_redis(run: Run, workers: Workers) -> None:
             args,
             run.addresses,
             "2 instances",
+            spotik_gc_pauses(servers[0], fixture),  # the instance that takes the vote
         )
         section["redis_log_problems"] = {s.name: s.log_problems() for s in servers}
     except Exception as exc:
@@ -1795,6 +1839,13 @@ def markdown(args: argparse.Namespace, report: dict[str, Any]) -> str:
                     f"| {_num(outcome['response_ms'].get('p50'), 2)} "
                     f"| {_num(outcome['client_cpu_ms'].get('p50'), 2)} | {outcome['frame_bytes']} |"
                 )
+            for outcome in block.values():
+                if "server_gc" in outcome:
+                    lines.append(
+                        f"| {outcome['subscribers']:,}, server collections during the rounds | "
+                        + describe_gc(outcome["server_gc"])
+                        + " | | | | | | | | | | |"
+                    )
             for outcome in block.values():
                 if len(outcome["by_kind"]) > 1:
                     lines.append(
