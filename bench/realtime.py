@@ -878,6 +878,7 @@ class Target:
     hello: str | None
     joined: str
     connect_items: Callable[[ServerProcess, int, int], list[tuple[str, str]]]  # (server, first, count)
+    heap: Callable[[ServerProcess], Awaitable[dict[str, Any]]] | None = None  # the server's live-memory figures
 
 
 async def settled_rss(
@@ -985,7 +986,9 @@ async def memory_phase(
     before = await settled_rss(server)
     rss0 = before["rss"]
     result: dict[str, Any] = {"rss0": rss0, "rss0_settle": before, "steps": []}
-    say(f"[{target.name}] RSS before any socket: {rss0 / MIB:.1f} MiB")
+    if target.heap is not None:  # read after RSS: the request itself allocates a little
+        result["heap0"] = await target.heap(server)
+    say(f"[{target.name}] RSS before any socket: {rss0 / MIB:.1f} MiB" + describe_heap(result.get("heap0")))
     opened = 0
     for size in sizes:
         cpu_before = server.cpu_seconds()
@@ -1023,7 +1026,13 @@ async def memory_phase(
     result["rss_after_close"] = gone["rss"]
     result["rss_after_close_settle"] = gone
     result["rss_return"] = round((gone["rss"] - rss0) / rss0, 4)
-    say(f"[{target.name}] all closed: RSS {gone['rss'] / MIB:.1f} MiB ({result['rss_return'] * 100:+.1f} % vs start)")
+    if target.heap is not None:
+        result["heap_after_close"] = await target.heap(server)
+        result["heap_return"] = heap_return(result["heap0"], result["heap_after_close"])
+    say(
+        f"[{target.name}] all closed: RSS {gone['rss'] / MIB:.1f} MiB ({result['rss_return'] * 100:+.1f} % vs start)"
+        + describe_heap(result.get("heap_after_close"), result.get("heap_return"))
+    )
     # More cycles (--cycles): the largest size at once, then all closed again. RSS that comes back to the same level
     # every cycle is memory the allocator keeps for reuse; RSS that keeps climbing is a leak.
     result["cycles"] = [{"cycle": 1, "rss_open": result["steps"][-1]["rss"], "rss_closed": gone["rss"]}]
@@ -1035,6 +1044,8 @@ async def memory_phase(
         result["cycles"].append(
             {"cycle": cycle, "opened": opening["ok"], "rss_open": held["rss"], "rss_closed": closed["rss"]}
         )
+        if target.heap is not None:
+            result["cycles"][-1]["heap_return"] = heap_return(result["heap0"], await target.heap(server))
         say(
             f"[{target.name}] cycle {cycle}: {opening['ok']} open → RSS {held['rss'] / MIB:.1f} MiB; all closed → "
             f"{closed['rss'] / MIB:.1f} MiB ({(closed['rss'] - rss0) / rss0 * 100:+.1f} % vs start)"
@@ -1043,6 +1054,26 @@ async def memory_phase(
         first, last = result["cycles"][0]["rss_closed"], result["cycles"][-1]["rss_closed"]
         result["rss_return_warm"] = round((last - first) / first, 4)
     return result
+
+
+def heap_return(start: dict[str, Any], now: dict[str, Any]) -> dict[str, float | None]:
+    """Each live-memory figure now against the start, as a fraction (+0.02 = 2 % more)."""
+    return {
+        key: None
+        if start.get(key) in (None, 0) or now.get(key) is None
+        else round((now[key] - start[key]) / start[key], 4)
+        for key in ("python_blocks", "malloc_in_use_bytes")
+    }
+
+
+def describe_heap(heap: dict[str, Any] | None, returned: dict[str, float | None] | None = None) -> str:
+    if heap is None:
+        return ""
+    blocks, in_use = heap.get("python_blocks"), heap.get("malloc_in_use_bytes")
+    parts = [f"{blocks:,} Python blocks"] if blocks is not None else []
+    parts += [f"malloc {in_use / MIB:.1f} MiB in use"] if in_use is not None else []
+    changes = [f"{k} {v * 100:+.1f} %" for k, v in (returned or {}).items() if v is not None]
+    return f"; live: {', '.join(parts)}" + (f" ({', '.join(changes)} vs start)" if changes else "")
 
 
 Trigger = Callable[[int], Awaitable[tuple[float, int, float]]]  # round → (t0, HTTP status, response ms)
@@ -1207,7 +1238,14 @@ def spotik_target(fixture: SpotikFixture, room_size: int, memory: bool) -> Targe
             out.append((f"{server.ws_url}?token={token}", json.dumps({"type": "join_room", "data": {"room_id": room}})))
         return out
 
-    return Target("spotik", SPOTIK_HELLO, SPOTIK_JOINED, items)
+    async def heap(server: ServerProcess) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {fixture.tokens[0]}"}
+        async with httpx2.AsyncClient(base_url=server.base_url, headers=headers, timeout=30, trust_env=False) as c:
+            body = expect(await c.get("/api/performance/dashboard"), 200)
+        figures: dict[str, Any] = body["data"]["memory"]["monitor"]["heap"]
+        return figures
+
+    return Target("spotik", SPOTIK_HELLO, SPOTIK_JOINED, items, heap)
 
 
 def baseline_target(name: str) -> Target:
@@ -1707,6 +1745,17 @@ def evaluate(args: argparse.Namespace, results: dict[str, Any]) -> list[dict[str
             "passed": None if returned is None else abs(returned) <= TARGETS["rss_return"],
         }
     )
+    live = (memory.get("heap_return") or {}).get("python_blocks") if memory else None
+    if live is not None:
+        checks.append(
+            {
+                "target": f"(not a target: what is live) Python's allocated blocks within "
+                f"{TARGETS['rss_return'] * 100:g} % of the start once the connections are gone",
+                "measured": f"{live * 100:+.1f} %",
+                "passed": abs(live) <= TARGETS["rss_return"],
+                "informational": True,
+            }
+        )
     warm = memory.get("rss_return_warm") if memory else None
     if warm is not None:
         checks.append(
@@ -1788,8 +1837,9 @@ def markdown(args: argparse.Namespace, report: dict[str, Any]) -> str:
         if not memory:
             continue
         lines.append(
-            f"**{app}**, memory: RSS₀ {memory['rss0'] / MIB:.1f} MiB; after all closed "
-            f"{memory['rss_after_close'] / MIB:.1f} MiB (closing took {memory['close_elapsed_s']:.1f} s)"
+            f"**{app}**, memory: RSS₀ {memory['rss0'] / MIB:.1f} MiB{describe_heap(memory.get('heap0'))}; after all "
+            f"closed {memory['rss_after_close'] / MIB:.1f} MiB (closing took {memory['close_elapsed_s']:.1f} s)"
+            + describe_heap(memory.get("heap_after_close"), memory.get("heap_return"))
             + "".join(
                 f"; cycle {c['cycle']}: {c['rss_open'] / MIB:.1f} MiB open, {c['rss_closed'] / MIB:.1f} MiB closed"
                 for c in memory.get("cycles", [])[1:]

@@ -49,6 +49,23 @@ def test_levels_are_logged_once_per_crossing_and_exposed() -> None:
     assert status["warning_mb"] == TB / 1024 / 1024
 
 
+def test_heap_figures_follow_live_objects_and_malloc() -> None:
+    memory = monitor()
+    start = memory.heap()
+    objects = [[index] for index in range(20_000)]  # small objects: pymalloc blocks
+    buffers = [bytearray(100_000) for _ in range(20)]  # large ones: malloc (here, mmap'd above its threshold)
+    held = memory.heap()
+    assert held["python_blocks"] is not None and start["python_blocks"] is not None
+    assert held["python_blocks"] - start["python_blocks"] >= 20_000
+    if platform.libc_ver()[0] == "glibc":
+        assert start["malloc_in_use_bytes"] is not None and held["malloc_in_use_bytes"] is not None
+        assert held["malloc_in_use_bytes"] - start["malloc_in_use_bytes"] >= 20 * 100_000
+    del objects, buffers
+    gone = memory.heap()
+    assert gone["python_blocks"] is not None and gone["python_blocks"] < start["python_blocks"] + 1_000
+    assert memory.status()["heap"].keys() == {"python_blocks", "malloc_in_use_bytes"}
+
+
 def test_young_collection_after_n_new_connections_only() -> None:
     memory = monitor()
     memory.note_connection()

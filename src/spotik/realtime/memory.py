@@ -12,7 +12,9 @@ off the hot path.
   sockets opened and closed, glibc heap 43 → 31 MB; collection and trim about 2 ms). Elsewhere (musl, macOS) only
   the collection runs. What it cannot hand back is pymalloc's: an arena (1 MiB) returns to the system only once
   every object in it is gone, and objects that live across a burst of connections get re-created during it
-  (sqlite3's cursor weakrefs, timer handles), pinning arenas the burst allocated.
+  (sqlite3's cursor weakrefs, counters, the periodic tasks' timer handles), pinning arenas the burst allocated.
+  So RSS stays above a cold start after a burst, at the same level burst after burst; ``heap()`` (Python's live
+  blocks, malloc's bytes in use) is what shows whether anything was left behind.
 * A full collection stalls the loop in proportion to the number of live objects (about 200 ms with a million live
   dicts — STACK.md), so it runs only under memory pressure (level warning or critical) and at most once every
   ``gc_full_min_interval`` seconds (30 min).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -49,6 +52,29 @@ def _malloc_trim() -> Callable[[int], int] | None:
         return cast("Callable[[int], int]", ctypes.CDLL("libc.so.6").malloc_trim)
     except (OSError, AttributeError):
         return None
+
+
+_MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2]
+
+
+def _malloc_in_use() -> Callable[[], int] | None:
+    """Bytes malloc has handed out and not got back (glibc ≥ 2.33 ``mallinfo2``: heap in use plus mmap'd blocks), or
+    None where there is no such glibc."""
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+
+    def in_use() -> int:
+        info = mallinfo2()
+        return int(info.uordblks + info.hblkhd)
+
+    return in_use
 
 
 class Level(StrEnum):
@@ -102,6 +128,7 @@ class MemoryMonitor:
         self._closed_at_last_tick = 0
         self.connections_seen = 0
         self._trim = _malloc_trim()
+        self._malloc_in_use = _malloc_in_use()
         self._last_full: float | None = None  # time.monotonic()
         self.young_collections: list[Collection] = []
         self.full_collections: list[Collection] = []
@@ -209,6 +236,14 @@ class MemoryMonitor:
         finally:
             gc.callbacks.remove(self.on_gc)
 
+    def heap(self) -> dict[str, int | None]:
+        """What is live, whatever the allocators keep: Python's allocated blocks (pymalloc's objects of up to 512
+        bytes and the larger ones it passes to malloc) and malloc's bytes in use. RSS after a burst of connections
+        stays above its cold start because the allocators keep memory that a few survivors pin; these two figures
+        coming back to their start is what says nothing is left behind."""
+        in_use = self._malloc_in_use
+        return {"python_blocks": sys.getallocatedblocks(), "malloc_in_use_bytes": in_use() if in_use else None}
+
     def status(self) -> dict[str, Any]:
         return {
             "rss_mb": round(self.rss / MB, 1),
@@ -224,6 +259,7 @@ class MemoryMonitor:
             "young_collections": [asdict(c) for c in self.young_collections[-5:]],
             "full_collections": [asdict(c) for c in self.full_collections[-5:]],
             "gc_counts": list(gc.get_count()),
+            "heap": self.heap(),
             "gc_pauses": [
                 {
                     "generation": generation,
