@@ -125,6 +125,17 @@ def track_request() -> Iterator[RequestQueries]:
         end_request(token)
 
 
+@contextlib.contextmanager
+def untracked() -> Iterator[None]:
+    """Leave the block's statements out of the request's count (totals, timings and slow queries still see them): for
+    deliberate loops over the schema, such as the index inventory, which are not the n+1 the detector is there for."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
 @dataclass(frozen=True)
 class SlowQuery:
     statement: str
