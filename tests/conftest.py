@@ -26,7 +26,7 @@ from spotik.app import create_app
 from spotik.db.migrate import migrate
 from spotik.genres.models import SEEDED_GENRES
 from spotik.settings import Settings
-from spotik.state import AppState
+from spotik.state import AppState, SpotikApp
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_HOST = os.environ.get("SPOTIK_TEST_PG_HOST", "127.0.0.1")
@@ -158,21 +158,17 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def lifespan(settings: Settings) -> AsyncIterator[LifespanManager]:
-    async with LifespanManager(create_app(settings)) as manager:
-        yield manager
+async def app(settings: Settings) -> AsyncIterator[SpotikApp]:
+    """The app, started (its lifespan runs around the test)."""
+    built = create_app(settings)
+    async with LifespanManager(built):
+        yield built
 
 
 @pytest.fixture
-def app(lifespan: LifespanManager) -> FastAPI:
-    return lifespan.app  # type: ignore[return-value]
-
-
-@pytest.fixture
-def state(lifespan: LifespanManager) -> AppState:
+def state(app: SpotikApp) -> AppState:
     """The running app's state (engine, event bus, settings …), as its dependencies see it."""
-    app_state: AppState = lifespan._state["spotik"]
-    return app_state
+    return app.services
 
 
 @pytest.fixture

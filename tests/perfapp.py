@@ -18,7 +18,7 @@ from prometheus_client.samples import Sample
 from spotik.app import create_app
 from spotik.performance.monitor import Monitoring
 from spotik.settings import Settings
-from spotik.state import AppState
+from spotik.state import AppState, SpotikApp
 
 DEFAULT_CLIENT = ("127.0.0.1", 123)
 
@@ -31,13 +31,12 @@ class RunningApp:
 
     @property
     def monitoring(self) -> Monitoring:
-        monitoring: Monitoring = self.manager._state["monitoring"]
-        return monitoring
+        return self.state.monitoring
 
     @property
     def state(self) -> AppState:
-        state: AppState = self.manager._state["spotik"]
-        return state
+        app: SpotikApp = self.app  # type: ignore[assignment]
+        return app.services
 
     def client_from(
         self, address: tuple[str, int], base_url: str = "http://testserver", **kwargs: Any

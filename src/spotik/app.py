@@ -1,32 +1,39 @@
-"""create_app(settings): the middleware list, the routers and the error handlers."""
+"""``create_app(settings)``, the composition root: the app-scoped objects, the middleware list, the routers and the
+error handlers (see docs/architecture.md)."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 import spotik.db.models  # noqa: F401 - every mapper registered before the first query
 from spotik.auth.router import router as auth_router
+from spotik.auth.tokens import TokenService
 from spotik.covers.router import router as covers_router
+from spotik.db.engine import create_engine, create_sessionmaker
 from spotik.errors import ApiError, JSONResponse, error_response
+from spotik.events import LocalEventBus
 from spotik.genres.router import router as genres_router
 from spotik.health.router import router as health_router
 from spotik.http.cors import CORSMiddleware, cors_options
 from spotik.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
 from spotik.lifespan import build_lifespan
-from spotik.performance.api import PerformanceApi
+from spotik.performance.api.router import router as performance_router
+from spotik.performance.api.service import PerformanceApi
+from spotik.performance.api.subsystems import default_subsystems
 from spotik.performance.monitor import Monitoring
+from spotik.performance.router import router as metrics_router
 from spotik.playback.router import router as playback_router
+from spotik.playback.scheduler import PlaybackScheduler
 from spotik.playlists.router import router as playlists_router
+from spotik.realtime.gateway import Realtime
 from spotik.realtime.router import router as realtime_router
-from spotik.realtime.router import websocket_app
 from spotik.rooms.router import router as rooms_router
 from spotik.settings import Settings
+from spotik.state import AppState, SpotikApp
 from spotik.tracks.router import router as tracks_router
 
 
@@ -63,30 +70,42 @@ async def _request_validation_error(_request: Request, exc: Exception) -> Respon
     return ApiError("Validation failed", errors=errors, status_code=422).response()
 
 
-class Spotik(FastAPI):
-    """The FastAPI app, except that ``/ws`` WebSocket scopes go straight to ``websocket_gateway`` (rate-limited).
+def build_state(settings: Settings) -> AppState:
+    """Every app-scoped object, built once; nothing connects until the lifespan starts them."""
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    tokens = TokenService.from_settings(settings)
+    events = LocalEventBus()
+    monitoring = Monitoring(settings)  # metrics registry, query/memory monitors, rate limiter
+    monitoring.instrument_engine(engine)
+    realtime = Realtime(settings=settings, sessionmaker=sessionmaker, tokens=tokens, events=events)
+    monitoring.watch_websockets(realtime.figures)  # the spotik_ws_* families, read at scrape time
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        tokens=tokens,
+        events=events,
+        monitoring=monitoring,
+        performance=PerformanceApi(settings),
+        realtime=realtime,
+        playback_scheduler=PlaybackScheduler(sessionmaker, events),
+    )
+    for subsystem in default_subsystems(state):  # database, WebSocket, memory
+        state.performance.registry.register(subsystem)
+    return state
 
-    An open socket keeps every ASGI layer it passed through alive as a suspended coroutine for as long as it is
-    connected. The HTTP stack (FastAPI's own error, telemetry and body-limit layers, request id, timing, CORS,
-    error envelope, exception handlers, router) does nothing for a socket after the handshake, so bypassing it keeps
-    an idle connection small; the gateway does its own Origin check and error handling.
-    """
 
-    websocket_gateway: ASGIApp
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == "/ws":
-            await self.websocket_gateway(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
-def create_app(settings: Settings) -> FastAPI:
-    monitoring = Monitoring(settings)  # app-scoped: metrics registry, query/memory monitors, rate limiter
-    app = Spotik(
+def create_app(settings: Settings) -> SpotikApp:
+    """The composition root: builds the app-scoped objects, the middleware stack, the routes, the error handlers."""
+    state = build_state(settings)
+    monitoring = state.monitoring
+    app = SpotikApp(
+        services=state,
+        websocket_gateway=monitoring.websocket_guard(state.realtime.asgi),  # upgrades count against the rate limits
         title="Spotik",
         version="0.1.0",
-        lifespan=build_lifespan(settings),
+        lifespan=build_lifespan(state),
         default_response_class=JSONResponse,
         middleware=[
             # Outermost first. CORS wraps the error handler and the rate limiter so that browsers can read errors too.
@@ -112,9 +131,8 @@ def create_app(settings: Settings) -> FastAPI:
         playlists_router,
         covers_router,
         realtime_router,
+        metrics_router,  # GET /metrics
+        performance_router,  # /api/performance/*, /api/metrics, /dashboard
     ):
         app.include_router(router)
-    app.include_router(monitoring.router())  # GET /metrics; its lifespan starts/stops the monitoring
-    app.include_router(PerformanceApi(settings).router())  # /api/performance/*, /api/metrics, /dashboard
-    app.websocket_gateway = monitoring.websocket_guard(websocket_app)  # upgrades count against the rate limits
     return app

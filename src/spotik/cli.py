@@ -33,8 +33,9 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     configure_logging(settings)
     if settings.auto_migrate:
         print(f"spotik: {migrate(settings).describe()}", file=sys.stderr)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
@@ -48,7 +49,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         ws_max_size=settings.ws_max_message_bytes,
     )
     # Closes every WebSocket with 1001 after flushing its queue before uvicorn's own shutdown (which would use 1012).
-    serve_with_realtime(config)
+    serve_with_realtime(config, app.services.realtime)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,7 @@
-"""Dependency aliases: the way handlers reach app state, a database session and the authenticated user."""
+"""Dependency aliases: the way handlers reach the app-scoped objects, a database session and the authenticated user."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -10,18 +9,21 @@ from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
+from spotik.auth.credentials import credentials
 from spotik.auth.models import User
 from spotik.auth.service import authenticate
 from spotik.auth.tokens import Claims
-from spotik.errors import NotFound, Unauthorized
+from spotik.errors import Unauthorized
 from spotik.rooms.models import Room
-from spotik.rooms.repository import get_room
-from spotik.state import AppState
+from spotik.rooms.service import find_room
+from spotik.state import AppState, SpotikApp
 
 
 def app_state(connection: HTTPConnection) -> AppState:
-    state: AppState = connection.state.spotik
-    return state
+    app = connection.app
+    if not isinstance(app, SpotikApp):  # a route mounted in some other app: a programming error
+        raise TypeError("Spotik's routes run inside the app built by spotik.app.create_app")
+    return app.services
 
 
 StateDep = Annotated[AppState, Depends(app_state)]
@@ -36,12 +38,7 @@ SessionDep = Annotated[AsyncSession, Depends(db_session)]
 
 
 def token_from(connection: HTTPConnection) -> str | None:
-    """``Authorization: Bearer``, else ``?token=`` (audio elements and WebSockets cannot send headers)."""
-    header = connection.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return connection.query_params.get("token") or None
+    return credentials(connection.scope).token
 
 
 BearerToken = Annotated[str | None, Depends(token_from)]
@@ -60,20 +57,9 @@ async def current_user(auth: Annotated[tuple[Claims, User], Depends(current_clai
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def parse_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
 async def room_from_path(room: str, session: SessionDep) -> Room:
     """``{room}`` route binding: an unknown or malformed id is a 404 (never a 422 or a 500)."""
-    room_id = parse_uuid(room)
-    found = await get_room(session, room_id) if room_id else None
-    if found is None:
-        raise NotFound("Room not found", error="Room not found")
-    return found
+    return await find_room(session, room)
 
 
 RoomDep = Annotated[Room, Depends(room_from_path)]

@@ -1,4 +1,7 @@
-"""Builds the app state on start-up and tears it down on shutdown (after in-flight requests have finished)."""
+"""Starts the app-scoped objects on start-up and stops them on shutdown (after in-flight requests have finished).
+
+They are built by ``create_app``; this only runs them, in dependency order, and stops them in reverse.
+"""
 
 from __future__ import annotations
 
@@ -8,52 +11,32 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from spotik.auth.tokens import TokenService
-from spotik.db.engine import create_engine, create_sessionmaker
-from spotik.playback.scheduler import PlaybackScheduler
-from spotik.realtime.gateway import Realtime
-from spotik.settings import Settings
 from spotik.state import AppState
 
 log = structlog.get_logger("spotik.lifespan")
 
 
-Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[dict[str, AppState]]]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
-def build_lifespan(settings: Settings) -> Lifespan:
+def build_lifespan(state: AppState) -> Lifespan:
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        settings = state.settings
         for directory in (settings.audio_root, settings.public_root):
             directory.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(settings)
-        state = AppState(
-            settings=settings,
-            engine=engine,
-            sessionmaker=create_sessionmaker(engine),
-            tokens=TokenService(
-                secret=settings.jwt_secret,
-                ttl_minutes=settings.jwt_ttl,
-                refresh_ttl_minutes=settings.jwt_refresh_ttl,
-                leeway_seconds=settings.jwt_leeway,
-                blacklist_enabled=settings.jwt_blacklist_enabled,
-                blacklist_grace_seconds=settings.jwt_blacklist_grace_period,
-            ),
-        )
-        state.realtime = Realtime(
-            settings=settings, sessionmaker=state.sessionmaker, tokens=state.tokens, events=state.events
-        )
+        await state.monitoring.start()
         await state.realtime.start()
         # Started last and stopped first: its first pass catches up rooms whose track ended while we were down.
-        state.playback_scheduler = PlaybackScheduler(state.sessionmaker, state.events)
         await state.playback_scheduler.start()
-        log.info("started", env=settings.env.value, database=engine.dialect.name)
+        log.info("started", env=settings.env.value, database=state.engine.dialect.name)
         try:
-            yield {"spotik": state}
+            yield
         finally:
             await state.playback_scheduler.stop()
             await state.realtime.stop()  # flush queues, close every socket with 1001
-            await engine.dispose()
+            await state.monitoring.stop()
+            await state.engine.dispose()
             log.info("stopped", detail="connection pool closed")
 
     return lifespan

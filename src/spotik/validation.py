@@ -64,12 +64,30 @@ def email(name: str, value: Any, _data: Mapping[str, Any]) -> str | None:
     return None if EMAIL.match(str(value)) else f"The {label(name)} field must be a valid email address."
 
 
-def uuid_rule(name: str, value: Any, _data: Mapping[str, Any]) -> str | None:
+def parse_uuid(value: object) -> uuid.UUID | None:
+    """The one parser of ids from clients (paths, bodies, WebSocket messages): a UUID, or None for anything else."""
+    if isinstance(value, uuid.UUID):
+        return value
     try:
-        uuid.UUID(str(value))
+        return uuid.UUID(str(value))
     except ValueError:
-        return f"The {label(name)} field must be a valid UUID."
-    return None
+        return None
+
+
+def uuid_rule(name: str, value: Any, _data: Mapping[str, Any]) -> str | None:
+    return None if parse_uuid(value) is not None else f"The {label(name)} field must be a valid UUID."
+
+
+# PHP's is_numeric for strings: optional sign, digits with an optional fraction (or a bare fraction), exponent.
+NUMERIC = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def numeric(name: str, value: Any, _data: Mapping[str, Any]) -> str | None:
+    if isinstance(value, bool):
+        return f"The {label(name)} field must be a number."
+    if isinstance(value, int | float) or (isinstance(value, str) and NUMERIC.fullmatch(value)):
+        return None
+    return f"The {label(name)} field must be a number."
 
 
 def max_chars(limit: int) -> Rule:

@@ -1,8 +1,7 @@
 """The live dashboard in a real browser: the real server process and Debian's headless Chromium driven by Playwright.
 
 Needs ``/usr/bin/chromium`` (``scripts/install-browser.sh``) and the ``playwright`` Python package (its own browser
-download is never used). Without them the test skips loudly; with ``CI=true`` it fails instead. It also needs the
-performance router included by ``spotik.app.create_app`` (``/dashboard`` answering); until then it skips loudly.
+download is never used). Without them the test skips loudly; with ``CI=true`` it fails instead.
 """
 
 from __future__ import annotations
@@ -54,13 +53,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 def test_dashboard_shows_live_numbers_in_chromium(server: ServerProcess, tmp_path: Path) -> None:
     page_response = httpx2.get(f"{server.base_url}/dashboard", timeout=10)
-    if page_response.status_code == 404:
-        pytest.skip(
-            "SKIPPED LOUDLY: /dashboard is not served: spotik.app.create_app does not include "
-            "spotik.performance.api.PerformanceApi(settings).router() yet"
-        )
     assert page_response.status_code == 200
-    # Only now: a missing browser fails a CI run, a page not wired in yet does not.
     if not CHROMIUM.is_file():
         unavailable(f"{CHROMIUM} is missing (run scripts/install-browser.sh)")
     try:

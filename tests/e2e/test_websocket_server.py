@@ -1,19 +1,9 @@
-"""The real-time gateway in a real server process on loopback, with the ``websockets`` client.
-
-Until the gateway is wired into ``create_app``/the lifespan/``spotik serve``, the process is started through this
-module's launcher (``python -m tests.e2e.test_websocket_server <port>``), which runs ``spotik serve``'s steps with
-the same wiring (``tests.integration.test_websocket_support.wire_realtime`` and ``RealtimeServer``). Once
-``create_app`` serves ``/ws``, the tests run the real ``python -m spotik serve``.
-"""
+"""The real-time gateway in a real ``python -m spotik serve`` process on loopback, with the ``websockets`` client."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,47 +14,16 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.e2e.server import ServerProcess, free_port
+from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 WAIT = 15.0
 REPO = Path(__file__).resolve().parents[2]
 
 
-def gateway_wired_in_app() -> bool:
-    from spotik.app import create_app
-    from spotik.settings import Settings
-    from tests.integration.test_websocket_support import has_ws_route
-
-    return has_ws_route(create_app(Settings(env="testing")))
-
-
-class LauncherProcess(ServerProcess):
-    """``ServerProcess`` started through this module's launcher instead of ``python -m spotik serve``."""
-
-    def __init__(self, storage: Path) -> None:
-        import queue
-
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_", "REDIS_", "JWT_"))}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.test_websocket_server", str(self.port)],
-            cwd=REPO,
-            env={**base, "SPOTIK_ENV": "testing", "STORAGE_PATH": str(storage), "LOG_LEVEL": "info"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
-        self._pump_thread.start()
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "storage") if gateway_wired_in_app() else LauncherProcess(tmp_path / "storage")
+    process = ServerProcess(tmp_path / "storage")
     try:
         process.wait_until_serving()
         yield process
@@ -176,38 +135,3 @@ def test_sigterm_closes_open_sockets_with_1001(server: ServerProcess) -> None:
     asyncio.run(scenario())
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
     server.wait_for_log("realtime stopped")
-
-
-def _launch(port: int) -> None:
-    """``spotik serve`` with the gateway wired in the way the lead will wire it (see the module docstring)."""
-    import uvicorn
-
-    from spotik.app import create_app
-    from spotik.cli import load_settings
-    from spotik.db.migrate import migrate
-    from spotik.logs import configure_logging
-    from spotik.realtime.serving import RealtimeServer
-    from tests.integration.test_websocket_support import wire_realtime
-
-    settings = load_settings()
-    configure_logging(settings)
-    if settings.auto_migrate:
-        print(f"spotik: {migrate(settings).describe()}", file=sys.stderr)
-    config = uvicorn.Config(
-        wire_realtime(create_app(settings), settings),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_timeout),
-        ws_per_message_deflate=False,
-        ws_ping_interval=settings.ws_ping_interval,
-        ws_ping_timeout=20.0,
-        ws_max_size=65_536,
-    )
-    RealtimeServer(config).run()
-
-
-if __name__ == "__main__":
-    _launch(int(sys.argv[1]))

@@ -26,7 +26,8 @@ from spotik.auth.models import User
 from spotik.db.base import utcnow
 from spotik.db.engine import create_engine, create_sessionmaker
 from spotik.events import DomainEvent
-from spotik.playback.scheduler import MAX_POLL_SECONDS, PlaybackScheduler, earliest_track_ends
+from spotik.playback.repository import earliest_track_ends
+from spotik.playback.scheduler import MAX_POLL_SECONDS, PlaybackScheduler
 from spotik.rooms.models import Room
 from spotik.settings import Settings
 from spotik.state import AppState
@@ -274,8 +275,9 @@ def _pg(state: AppState) -> bool:
 async def test_a_restart_advances_rooms_whose_track_ended_while_down(settings: Settings) -> None:
     """Play a track, shut the server down, let the track "end" while it is down (its virtual start moves into
     the past), start a fresh app: its first pass advances the room once."""
-    async with LifespanManager(create_app(settings)) as manager:
-        state: AppState = manager._state["spotik"]
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        state: AppState = app.services
         transport = httpx2.ASGITransport(app=manager.app)
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
             admin = await register(client, "admin")
@@ -293,8 +295,9 @@ async def test_a_restart_advances_rooms_whose_track_ended_while_down(settings: S
         await set_playback(sessionmaker, room_id, track_id=first, started_at=down_since)
 
     restarted_at = utcnow()
-    async with LifespanManager(create_app(settings)) as manager:
-        state = manager._state["spotik"]
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        state = app.services
         await asyncio.wait_for(scheduler_of(state).wait_passes(2), WAIT)
         room = await room_row(state.sessionmaker, room_id)
         # Advanced exactly once, to the next track, starting now (not replaying the downtime).
@@ -306,8 +309,9 @@ async def test_a_restart_advances_rooms_whose_track_ended_while_down(settings: S
 
 
 async def test_shutdown_stops_the_scheduler(settings: Settings) -> None:
-    async with LifespanManager(create_app(settings)) as manager:
-        scheduler = scheduler_of(manager._state["spotik"])
+    app = create_app(settings)
+    async with LifespanManager(app):
+        scheduler = scheduler_of(app.services)
         assert scheduler.running
         await asyncio.wait_for(scheduler.wait_passes(1), WAIT)
     assert not scheduler.running
@@ -322,8 +326,9 @@ async def test_shutdown_during_the_first_pass_is_clean(settings: Settings, admin
             await ended_room(sessionmaker, admin_id)  # give the first passes real work
     with capture_logs() as logs:
         for _ in range(5):
-            async with LifespanManager(create_app(settings)) as manager:
-                scheduler = scheduler_of(manager._state["spotik"])
+            app = create_app(settings)
+            async with LifespanManager(app):
+                scheduler = scheduler_of(app.services)
             assert not scheduler.running
     assert not [entry for entry in logs if "cancelling" in entry["event"]]
 
@@ -345,8 +350,8 @@ async def test_two_instances_advance_each_track_end_exactly_once(postgres_databa
     await reset_postgres(postgres_database)
     url = pg_url(postgres_database)
     apps = [create_app(make_settings(url, tmp_path / f"instance-{n}")) for n in (1, 2)]
-    async with LifespanManager(apps[0]) as first, LifespanManager(apps[1]) as second:
-        states: list[AppState] = [first._state["spotik"], second._state["spotik"]]
+    async with LifespanManager(apps[0]), LifespanManager(apps[1]):
+        states: list[AppState] = [apps[0].services, apps[1].services]
         sessionmaker = states[0].sessionmaker
         admin_id = await seed_user(sessionmaker, "admin")
         rooms: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = {}

@@ -95,7 +95,7 @@ def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
 
 def add_traffic_routes(app: FastAPI) -> None:
     async def queries(request: Request) -> dict[str, bool]:
-        async with request.state.spotik.engine.connect() as connection:
+        async with request.app.services.engine.connect() as connection:
             for _ in range(5):  # five repeats of one shape in a request: an N+1 by default
                 await connection.execute(text("SELECT count(*) FROM users"))
         return {"ok": True}

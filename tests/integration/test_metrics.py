@@ -21,7 +21,7 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
 
 def add_query_route(app: FastAPI) -> None:
     async def queries(request: Request, times: int) -> dict[str, int]:
-        async with request.state.spotik.engine.connect() as connection:
+        async with request.app.services.engine.connect() as connection:
             for _ in range(times):
                 await connection.execute(text("SELECT count(*) FROM users"))
         return {"ran": times}

@@ -61,14 +61,14 @@ def add_test_routes(app: FastAPI) -> None:
         return PlainTextResponse("page", headers={"Content-Security-Policy": "default-src 'self'"})
 
     async def repeat_query(request: Request, times: int) -> dict[str, Any]:
-        async with request.state.spotik.engine.connect() as connection:
+        async with request.app.services.engine.connect() as connection:
             for index in range(times):
                 await connection.execute(text(USERS_QUERY), {"name": f"nobody-{index}"})
         queries = current_request_queries()
         return {"count": queries.count if queries else None, "on_scope": request.scope["state"]["db_queries"].count}
 
     async def slow_write(request: Request) -> dict[str, bool]:
-        async with request.state.spotik.engine.begin() as connection:
+        async with request.app.services.engine.begin() as connection:
             await connection.execute(text("UPDATE users SET username = username WHERE username = :n"), {"n": "nobody"})
         return {"ok": True}
 

@@ -1,7 +1,6 @@
 """The performance API (contract D1, D10): every endpoint, its authorization, health codes, metrics shapes, Laravel's
 ``/api/metrics`` after traffic, the subsystem plug-in interface and the dashboard page's CSP.
 
-The app is built with the performance router included here (``create_app`` does not include it yet).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from fastapi import FastAPI
 
 from spotik.app import create_app
 from spotik.performance.api import ComponentHealth, PerformanceApi, Subsystem
-from spotik.performance.api.router import HourlyRequests, Series, laravel_metrics
+from spotik.performance.api.service import HourlyRequests, Series, laravel_metrics
 from spotik.performance.api.subsystems import Figure, Status, worst
 from spotik.settings import Settings
 from spotik.state import AppState
@@ -38,28 +37,16 @@ class Running:
     app: FastAPI
 
 
-def serves_performance_api(app: FastAPI) -> bool:
-    """Whether ``create_app`` already includes the performance router (FastAPI 0.165 keeps included routers)."""
-    for route in app.routes:
-        router = getattr(route, "original_router", None)
-        routes = router.routes if router is not None else [route]
-        if any(getattr(inner, "path", None) == "/api/performance/metrics" for inner in routes):
-            return True
-    return False
-
-
 @asynccontextmanager
 async def running(settings: Settings, plug: Subsystem | None = None) -> AsyncIterator[Running]:
     app = create_app(settings)
-    if not serves_performance_api(app):
-        app.include_router(PerformanceApi(settings).router())  # until create_app includes it itself
     async with LifespanManager(app) as manager:
-        api: PerformanceApi = manager._state["performance"]
+        api = app.services.performance
         if plug is not None:
             api.registry.register(plug)  # how the caching service joins: one object
         transport = httpx2.ASGITransport(app=manager.app)
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Running(client, api, manager._state["spotik"], app)
+            yield Running(client, api, app.services, app)
 
 
 @pytest.fixture

@@ -112,11 +112,16 @@ async def test_subprotocol_token_is_accepted_and_echoed(settings: Settings) -> N
             assert (await receive(ws))["data"]["user"]["id"] == alice.id
 
 
-async def test_query_token_wins_over_header(settings: Settings) -> None:
+async def test_header_token_wins_over_query_which_wins_over_subprotocol(settings: Settings) -> None:
+    """The same order as HTTP's (one token reader): Authorization, then ?token=, then the subprotocol."""
     async with running_app(settings) as env:
-        alice, bob = await people(env.client, "alice", "bob")
-        async with env.ws(alice.token, headers={"Authorization": f"Bearer {bob.token}"}) as ws:
+        alice, bob, carol = await people(env.client, "alice", "bob", "carol")
+        offer = [f"token.{carol.token}"]
+        async with env.ws(bob.token, headers={"Authorization": f"Bearer {alice.token}"}, subprotocols=offer) as ws:
             assert (await receive(ws))["data"]["user"]["id"] == alice.id
+        async with env.ws(bob.token, subprotocols=offer) as ws:
+            assert ws.subprotocol == offer[0]  # echoed even when another credential was used
+            assert (await receive(ws))["data"]["user"]["id"] == bob.id
 
 
 @pytest.mark.parametrize("token", [None, "", "not-a-jwt", "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0."])
@@ -164,7 +169,7 @@ async def test_plain_http_get_on_ws_is_400(settings: Settings) -> None:
 
 
 async def test_total_connection_limit_refuses_with_4429(settings: Settings) -> None:
-    async with running_app(settings, max_connections=2) as env:
+    async with running_app(settings, ws_max_connections=2) as env:
         (alice,) = await people(env.client, "alice")
         async with env.ws(alice.token) as first, env.ws(alice.token) as second:
             await receive(first)
@@ -181,7 +186,7 @@ async def test_total_connection_limit_refuses_with_4429(settings: Settings) -> N
 
 
 async def test_room_connection_limit_refuses_with_4429(settings: Settings) -> None:
-    async with running_app(settings, max_connections_per_room=1) as env:
+    async with running_app(settings, ws_max_connections_per_room=1) as env:
         admin, member = await people(env.client, "admin", "member")
         room = await create_room(env.client, admin)
         other_room = await create_room(env.client, member, "Other")
@@ -207,7 +212,7 @@ async def test_room_connection_limit_refuses_with_4429(settings: Settings) -> No
 
 
 async def test_oversized_frame_closes_with_1009(settings: Settings) -> None:
-    async with running_app(settings, max_message_bytes=1024) as env:
+    async with running_app(settings, ws_max_message_bytes=1024) as env:
         (alice,) = await people(env.client, "alice")
         async with env.ws(alice.token) as ws:
             await receive(ws)
@@ -653,7 +658,7 @@ async def test_a_full_queue_drops_the_oldest_and_critical_messages_go_first(sett
 
 
 async def test_a_client_that_lets_critical_messages_pile_up_is_cut_off(settings: Settings) -> None:
-    async with running_app(settings, queue_size=5) as env:
+    async with running_app(settings, ws_queue_size=5) as env:
         (alice,) = await people(env.client, "alice")
         async with env.ws(alice.token) as ws:
             await receive(ws)
@@ -669,7 +674,7 @@ async def test_a_client_that_lets_critical_messages_pile_up_is_cut_off(settings:
 
 
 async def test_sweep_closes_inactive_sockets_and_keeps_active_ones(settings: Settings) -> None:
-    async with running_app(settings, activity_timeout=0.2) as env:
+    async with running_app(settings, ws_activity_timeout=0.2) as env:
         alice, bob = await people(env.client, "alice", "bob")
         async with env.ws(alice.token) as idle, env.ws(bob.token) as active:
             await receive(idle)
@@ -690,7 +695,7 @@ async def test_sweep_closes_inactive_sockets_and_keeps_active_ones(settings: Set
 
 
 async def test_the_periodic_sweep_runs_by_itself(settings: Settings) -> None:
-    async with running_app(settings, activity_timeout=0.2, sweep_interval=0.1) as env:
+    async with running_app(settings, ws_activity_timeout=0.2, ws_sweep_interval=0.1) as env:
         (alice,) = await people(env.client, "alice")
         async with env.ws(alice.token) as ws:
             await receive(ws)
@@ -834,8 +839,8 @@ async def test_an_open_socket_keeps_no_http_layer_alive(settings: Settings) -> N
             while hasattr(awaited, "cr_frame") and awaited.cr_frame is not None:
                 modules.append(awaited.cr_frame.f_globals["__name__"])
                 awaited = awaited.cr_await
-            assert "spotik.realtime.gateway" in modules and "spotik.app" in modules
-            assert "spotik.realtime.router" not in modules  # it hands over the gateway's coroutine, adding no frame
+            assert "spotik.realtime.gateway" in modules and "spotik.state" in modules  # SpotikApp's dispatch
+            assert modules.count("spotik.realtime.gateway") == 1  # ``Realtime.asgi`` hands over ``serve``'s coroutine
             http_layers = [m for m in modules if m.startswith(("fastapi", "starlette.middleware", "starlette.routing"))]
             assert http_layers == [] and not any(
                 m.startswith(("spotik.http", "spotik.performance.middleware.timing")) for m in modules

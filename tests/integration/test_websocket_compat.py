@@ -75,7 +75,7 @@ async def test_stop_seek_and_rename_are_followed_by_messages_the_original_client
 
 
 async def test_follow_ups_can_be_switched_off(settings: Settings) -> None:
-    async with running_app(settings, client_compat_events=False) as env:
+    async with running_app(settings, ws_client_compat_events=False) as env:
         trio = await make_trio(env)
         admin, room = trio["admin"], trio["room"]
         context, ws = await joined(env, trio["member"], room)

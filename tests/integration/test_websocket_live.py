@@ -113,7 +113,7 @@ async def collect_votes(ws: ClientConnection, count: int) -> list[int]:
 
 
 async def test_a_stuck_reader_never_slows_the_broadcaster_or_the_others(sqlite_settings: Settings) -> None:
-    async with live_server(sqlite_settings, send_timeout=300) as server:
+    async with live_server(sqlite_settings, ws_send_timeout=300) as server:
         accounts, room_id = await setup_room(server, ["stuck", "fast1", "fast2", "fast3"])
         stuck_account, fast_accounts = accounts[0], accounts[1:]
         async with AsyncExitStack() as stack:
@@ -233,7 +233,7 @@ async def test_a_closed_socket_is_freed_at_once_without_the_cyclic_collector(sql
 
 
 async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(sqlite_settings: Settings) -> None:
-    async with live_server(sqlite_settings, send_timeout=0.5) as server:
+    async with live_server(sqlite_settings, ws_send_timeout=0.5) as server:
         accounts, room_id = await setup_room(server, ["stuck", "fast"])
         async with AsyncExitStack() as stack:
             stuck_ws = await stack.enter_async_context(socket_in_room(server, accounts[0], room_id, stuck=True))
@@ -251,7 +251,9 @@ async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout(sql
 
 
 async def test_a_client_that_answers_pings_is_never_swept_one_that_does_not_is(sqlite_settings: Settings) -> None:
-    async with live_server(sqlite_settings, ws_ping_interval=0.1, ws_ping_timeout=30, activity_timeout=0.5) as server:
+    async with live_server(
+        sqlite_settings, ws_ping_interval=0.1, ws_ping_timeout=30, ws_activity_timeout=0.5
+    ) as server:
         accounts, room_id = await setup_room(server, ["listener", "silent"])
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(socket_in_room(server, accounts[0], room_id))

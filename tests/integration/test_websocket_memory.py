@@ -156,7 +156,7 @@ async def test_every_collection_is_timed_while_the_monitor_runs() -> None:
 
 
 async def test_the_gateway_counts_connections_for_the_monitor_task(settings: Settings) -> None:
-    async with running_app(settings, gc_young_every=2, memory_interval=0.05) as env:
+    async with running_app(settings, gc_young_every_connections=2, memory_sample_interval=0.05) as env:
         (alice,) = await people(env.client, "alice")
         memory = env.realtime.memory
         async with env.ws(alice.token) as first, env.ws(alice.token) as second:

@@ -50,7 +50,7 @@ async def two_instances(settings: Settings, redis_url: str, **overrides: Any) ->
     async with AsyncExitStack() as stack:
         apps = [
             await stack.enter_async_context(
-                running_app(settings, redis_url=redis_url, channel_prefix=channel, **overrides)
+                running_app(settings, redis_url=redis_url, ws_redis_prefix=channel, **overrides)
             )
             for _ in range(2)
         ]
@@ -124,7 +124,7 @@ async def test_events_reach_clients_on_both_instances_exactly_once(shared_settin
 
 async def test_presence_of_a_vanished_instance_expires(shared_settings: Settings) -> None:
     await redis_reachable(REDIS_URL)
-    async with two_instances(shared_settings, REDIS_URL, presence_ttl=3) as (one, two), AsyncExitStack() as stack:
+    async with two_instances(shared_settings, REDIS_URL, ws_presence_ttl=3) as (one, two), AsyncExitStack() as stack:
         assert await one.realtime.wait_ready(10) and await two.realtime.wait_ready(10)
         admin, member, room = await setup(one)
         await socket_in_room(stack, one, admin, room)
@@ -194,7 +194,7 @@ async def test_a_redis_outage_keeps_local_delivery_and_recovers(
             await asyncio.sleep(0.05)
     with capture_logs() as logs:
         async with (
-            two_instances(shared_settings, private_redis.url, redis_reconnect_max=0.5) as (one, two),
+            two_instances(shared_settings, private_redis.url, ws_redis_reconnect_max=0.5) as (one, two),
             AsyncExitStack() as stack,
         ):
             assert await one.realtime.wait_ready(10) and await two.realtime.wait_ready(10)

@@ -1,17 +1,11 @@
-"""Test glue for the real-time gateway (no tests here).
-
-``wire_realtime`` does to an app built by ``create_app(settings)`` what the lifespan and ``create_app`` will do once
-the gateway is wired in (see the realtime issue): include ``spotik.realtime.router`` and, in the lifespan, build a
-``Realtime`` after the app state, ``start()`` it, expose it as ``AppState.realtime`` and ``stop()`` it before the
-engine is disposed. If the app already has ``/ws`` and ``AppState.realtime``, it changes nothing except applying
-the test's config overrides.
+"""Test glue for the real-time gateway (no tests here): the app in process with WebSocket clients, or under a real
+uvicorn in this event loop. ``overrides`` are settings (``ws_queue_size=3``) applied on top of the test's settings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,12 +18,10 @@ import orjson
 import pytest
 import uvicorn
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from httpx2.websockets import ASGIWebSocketTransport, AsyncWebSocketClient, AsyncWebSocketSession, WebSocketDisconnect
 
 from spotik.app import create_app
-from spotik.realtime.gateway import Realtime, realtime_config
-from spotik.realtime.router import router as realtime_router
+from spotik.realtime.gateway import Realtime
 from spotik.realtime.serving import RealtimeServer, WebSocketProtocol
 from spotik.settings import Settings
 from spotik.state import AppState
@@ -39,38 +31,11 @@ from tests.helpers import Account, register
 WAIT = 10.0  # the bound on every wait for an outcome
 
 
-def has_ws_route(app: FastAPI) -> bool:
-    return any(getattr(route, "path", None) == "/ws" for route in app.router.routes)
-
-
-def wire_realtime(app: FastAPI, settings: Settings, **overrides: Any) -> FastAPI:
-    if not has_ws_route(app):
-        app.include_router(realtime_router)
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(wrapped: FastAPI) -> AsyncIterator[Any]:
-        async with inner(wrapped) as state:
-            app_state: AppState = state["spotik"]
-            existing = getattr(app_state, "realtime", None)
-            if existing is not None:  # wired by the lifespan already: rebuild it with the test's config
-                await existing.stop()
-            realtime = Realtime(
-                settings=app_state.settings,
-                sessionmaker=app_state.sessionmaker,
-                tokens=app_state.tokens,
-                events=app_state.events,
-                config=dataclasses.replace(realtime_config(settings), **overrides),
-            )
-            await realtime.start()
-            app_state.realtime = realtime  # type: ignore[attr-defined]
-            try:
-                yield state
-            finally:
-                await realtime.stop()
-
-    app.router.lifespan_context = lifespan
-    return app
+def with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """The settings with ``overrides`` applied as they are (unvalidated: tests may go below production minimums)."""
+    unknown = set(overrides) - set(Settings.model_fields)
+    assert not unknown, f"not settings: {unknown}"
+    return settings.model_copy(update=overrides)
 
 
 @dataclass
@@ -81,8 +46,7 @@ class RunningApp:
 
     @property
     def realtime(self) -> Realtime:
-        realtime: Realtime = self.state.realtime  # type: ignore[attr-defined]
-        return realtime
+        return self.state.realtime
 
     def ws(
         self, token: str | None = None, **kwargs: Any
@@ -93,9 +57,9 @@ class RunningApp:
 
 @asynccontextmanager
 async def running_app(settings: Settings, **overrides: Any) -> AsyncIterator[RunningApp]:
-    app = wire_realtime(create_app(settings), settings, **overrides)
+    app = create_app(with_overrides(settings, overrides))
     async with LifespanManager(app) as manager:
-        state: AppState = manager._state["spotik"]
+        state = app.services
         transport = ASGIWebSocketTransport(app=manager.app, initial_receive_timeout=WAIT)  # the wait for the accept
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield RunningApp(manager.app, state, client)
@@ -189,6 +153,7 @@ class LiveServer:
     server: RealtimeServer
     task: asyncio.Task[None]
     port: int
+    state: AppState
 
     @property
     def http(self) -> str:
@@ -199,14 +164,8 @@ class LiveServer:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     @property
-    def state(self) -> AppState:
-        app_state: AppState = self.server.lifespan.state["spotik"]
-        return app_state
-
-    @property
     def realtime(self) -> Realtime:
-        realtime: Realtime = self.state.realtime  # type: ignore[attr-defined]
-        return realtime
+        return self.state.realtime
 
 
 @asynccontextmanager
@@ -219,7 +178,7 @@ async def live_server(
     **overrides: Any,
 ) -> AsyncIterator[LiveServer]:
     """uvicorn (websockets-sansio, as ``spotik serve`` runs it) on a free loopback port, in this event loop."""
-    app = wire_realtime(create_app(settings), settings, **overrides)
+    app = create_app(with_overrides(settings, overrides))
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -234,13 +193,13 @@ async def live_server(
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    server = RealtimeServer(config)
+    server = RealtimeServer(config, app.services.realtime)
     task = asyncio.get_running_loop().create_task(server.serve())
     await wait_for(lambda: server.started or task.done(), what="uvicorn start")
     if task.done():
         task.result()
     try:
-        yield LiveServer(server, task, port)
+        yield LiveServer(server, task, port, app.services)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

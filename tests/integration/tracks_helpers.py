@@ -151,8 +151,9 @@ async def set_current_track(state: AppState, room_id: str, track_id: str) -> Non
 @asynccontextmanager
 async def app_client(settings: Settings) -> AsyncIterator[tuple[httpx2.AsyncClient, AppState]]:
     """A second app (own settings) with its client and state, for limits that differ from the default app's."""
-    async with LifespanManager(create_app(settings)) as manager:
-        state: AppState = manager._state["spotik"]
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        state: AppState = app.services
         transport = httpx2.ASGITransport(app=manager.app)
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client, state

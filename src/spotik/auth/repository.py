@@ -30,6 +30,10 @@ async def is_revoked(session: AsyncSession, jti: str) -> bool:
     return bool(await session.scalar(select(_in_force(jti))))
 
 
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
 async def user_by_email(session: AsyncSession, email: str) -> User | None:
     return await session.scalar(select(User).where(User.email == email))
 

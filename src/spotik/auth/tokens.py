@@ -17,6 +17,8 @@ from enum import StrEnum
 
 import jwt
 
+from spotik.settings import Settings
+
 ALGORITHM = "HS256"
 PRV = hashlib.sha1(b"App\\Models\\User").hexdigest()  # noqa: S324 - an identifier, not security
 REQUIRED_CLAIMS = ("iss", "iat", "exp", "nbf", "sub", "jti")
@@ -52,6 +54,17 @@ class TokenService:
     leeway_seconds: int = 0
     blacklist_enabled: bool = True
     blacklist_grace_seconds: int = 30
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenService:
+        return cls(
+            secret=settings.jwt_secret,
+            ttl_minutes=settings.jwt_ttl,
+            refresh_ttl_minutes=settings.jwt_refresh_ttl,
+            leeway_seconds=settings.jwt_leeway,
+            blacklist_enabled=settings.jwt_blacklist_enabled,
+            blacklist_grace_seconds=settings.jwt_blacklist_grace_period,
+        )
 
     @property
     def ttl_seconds(self) -> int:

@@ -53,7 +53,7 @@ class RssReader:
                 os.close(fd)
 
 
-class MemoryMonitor:
+class MemorySampler:
     def __init__(self, *, sample_every: int, window_size: int, process: psutil.Process | None = None) -> None:
         self.sample_every = sample_every
         self.process = process or psutil.Process()

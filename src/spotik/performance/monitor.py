@@ -1,32 +1,30 @@
 """``Monitoring``: the one app-scoped object behind the middleware stack, the query monitor and ``/metrics``.
 
-``create_app`` builds it from the settings, puts its middleware in the stack and includes its router::
+``create_app`` builds it from the settings, points it at the engine and the WebSocket gateway, and puts its
+middleware in the stack::
 
     monitoring = Monitoring(settings)
+    monitoring.instrument_engine(engine)
+    monitoring.watch_websockets(realtime.figures)
     middleware = [RequestId, *monitoring.outer_middleware(), CORS, *monitoring.inner_middleware(), UnhandledError]
-    app.include_router(monitoring.router())
 
-Its router carries a lifespan (FastAPI merges it into the app's): it starts and stops the background parts and
-publishes the object as lifespan state, so handlers and dependencies reach it as ``request.state.monitoring``.
-The engine the app lifespan builds is instrumented when start-up completes (the timing middleware hands over the
-lifespan state); a lifespan that calls ``monitoring.instrument_engine(engine)`` itself makes that a no-op.
+The lifespan starts and stops it; handlers reach it as ``AppState.monitoring``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import psutil
-from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from spotik.performance.dbtiming import QueryMonitor
-from spotik.performance.memory import MemoryMonitor
+from spotik.performance.memory import MemorySampler
 from spotik.performance.metrics import HealthStatus, Metrics, pool_status
 from spotik.performance.middleware import (
     CompressionStats,
@@ -39,6 +37,7 @@ from spotik.performance.middleware import (
 )
 from spotik.performance.proxies import TrustedProxies
 from spotik.performance.ratelimit import IpRateLimiter
+from spotik.realtime.tally import WebSocketFigures
 from spotik.settings import Environment, Settings
 
 
@@ -66,7 +65,7 @@ class Monitoring:
             explain=settings.env is Environment.DEVELOPMENT if explain is None else explain,
             metrics=self.metrics,
         )
-        self.memory = MemoryMonitor(
+        self.memory = MemorySampler(
             sample_every=settings.memory_sample_every, window_size=settings.memory_window_size, process=self.process
         )
         self.compression = CompressionStats(self.metrics)
@@ -95,7 +94,6 @@ class Monitoring:
                     metrics=self.metrics,
                     queries=self.queries,
                     slow_request_ms=self.settings.slow_request_threshold,
-                    on_startup=self.adopt_lifespan_state,
                     security=security,
                     memory=self.memory,
                     gzip=self.gzip,
@@ -132,12 +130,6 @@ class Monitoring:
             metrics=self.metrics,
         )
 
-    def router(self) -> APIRouter:
-        """``GET /metrics`` plus the lifespan that starts and stops this object."""
-        from spotik.performance.router import build_router  # the router module imports this one
-
-        return build_router(self)
-
     # -- lifecycle -----------------------------------------------------------------------------------------------
 
     def instrument_engine(self, engine: AsyncEngine) -> None:
@@ -145,16 +137,9 @@ class Monitoring:
         if self.enabled:
             self.queries.attach(engine)
 
-    def adopt_lifespan_state(self, state: Mapping[str, Any]) -> None:
-        """Find the engine and the WebSocket gateway in the app's lifespan state (``state["spotik"]``): time the
-        engine's statements, read the gateway's counters at scrape time."""
-        app_state = state.get("spotik")
-        engine = getattr(app_state, "engine", None)
-        if isinstance(engine, AsyncEngine):
-            self.instrument_engine(engine)
-        realtime = getattr(app_state, "realtime", None)
-        if realtime is not None:
-            self.metrics.websocket.source = realtime.figures  # the spotik_ws_* families
+    def watch_websockets(self, figures: Callable[[], WebSocketFigures]) -> None:
+        """Read the WebSocket gateway's counters at scrape time (the ``spotik_ws_*`` families)."""
+        self.metrics.websocket.source = figures
 
     async def start(self) -> None:
         if self._running:

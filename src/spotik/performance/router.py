@@ -1,32 +1,16 @@
-"""``GET /metrics``: the Prometheus text exposition of this app's registry (and the monitoring lifespan)."""
+"""``GET /metrics``: the Prometheus text exposition of this app's registry."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
-
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.responses import Response
 
-if TYPE_CHECKING:
-    from spotik.performance.monitor import Monitoring
+from spotik.deps import StateDep
+
+router = APIRouter(tags=["monitoring"])
 
 
-def build_router(monitoring: Monitoring) -> APIRouter:
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        await monitoring.start()
-        try:
-            yield {"monitoring": monitoring}
-        finally:
-            await monitoring.stop()
-
-    router = APIRouter(tags=["monitoring"], lifespan=lifespan)
-
-    @router.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        return Response(monitoring.metrics.exposition(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
-
-    return router
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics(state: StateDep) -> Response:
+    return Response(state.monitoring.metrics.exposition(), media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -1,105 +1,81 @@
-"""Playback endpoints (contract §2.6 L column, plus D1's seek), envelope A.
+"""Playback endpoints (docs/api.md#playback), envelope A. ``playback_control`` over the WebSocket runs the same
+``service.control``.
 
 Order of checks, as Laravel's middleware then controller run them: token (401), room binding (404), role (403),
-then the track (404) and the state preconditions (400).
+then the input (422), the track (404) and the state preconditions (400). The role is checked by a dependency too,
+so that it comes before the body is read.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
 from spotik.db.base import utcnow
-from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep, parse_uuid
-from spotik.errors import Forbidden, JSONResponse
+from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep
+from spotik.errors import JSONResponse
 from spotik.http.input import read_input
 from spotik.http.responses import ok
-from spotik.playback import schemas, service
+from spotik.playback import service
+from spotik.playback.service import Action
 from spotik.rooms.models import Room
-from spotik.rooms.repository import is_member
-from spotik.validation import Field, label, validate
 
 router = APIRouter(prefix="/api/rooms/{room}", tags=["playback"])
 
-# PHP's is_numeric for strings: optional sign, digits with an optional fraction (or a bare fraction), exponent.
-NUMERIC = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
-
-async def playback_admin(user: CurrentUser, room: RoomDep) -> Room:
-    if room.administrator_id != user.id:
-        raise Forbidden("Only room administrator can control playback", error="Insufficient permissions")
+async def administered_room(user: CurrentUser, room: RoomDep) -> Room:
+    service.require_administrator(user, room)
     return room
 
 
-async def playback_viewer(user: CurrentUser, room: RoomDep, session: SessionDep) -> Room:
-    if room.administrator_id != user.id and not await is_member(session, room.id, user.id):
-        raise Forbidden("You must be a participant of this room to view playback status", error="Not a participant")
-    return room
+AdminRoom = Annotated[Room, Depends(administered_room)]
 
 
-AdminRoom = Annotated[Room, Depends(playback_admin)]
-ViewerRoom = Annotated[Room, Depends(playback_viewer)]
-
-
-def numeric(name: str, value: Any, _data: Mapping[str, Any]) -> str | None:
-    if isinstance(value, bool):
-        return f"The {label(name)} field must be a number."
-    if isinstance(value, int | float) or (isinstance(value, str) and NUMERIC.fullmatch(value)):
-        return None
-    return f"The {label(name)} field must be a number."
+async def _control(
+    state: StateDep, session: SessionDep, room: Room, user: CurrentUser, action: Action, data: Mapping[str, Any]
+) -> JSONResponse:
+    outcome = await service.control(session, state.events, room=room, user=user, action=action, data=data)
+    return ok(outcome.message, outcome.data(utcnow()))
 
 
 @router.post("/tracks/{track}/play")
-async def play_track(track: str, room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
-    track_id = parse_uuid(track)
-    if track_id is None:
-        raise service.track_not_in_room()
-    started = await service.play(session, state.events, room_id=room.id, track_id=track_id)
-    return ok("Playback started successfully", schemas.started_data(started.track, started.started_at, utcnow()))
+async def play_track(
+    track: str, room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep
+) -> JSONResponse:
+    return await _control(state, session, room, user, Action.PLAY, {"track_id": track})
 
 
 @router.post("/playback/pause")
-async def pause_playback(room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
-    paused = await service.pause(session, state.events, room_id=room.id)
-    return ok(
-        "Playback paused successfully", schemas.paused_data(paused.track, paused.paused_at, paused.position, utcnow())
-    )
+async def pause_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
+    return await _control(state, session, room, user, Action.PAUSE, {})
 
 
 @router.post("/playback/resume")
-async def resume_playback(room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
-    resumed = await service.resume(session, state.events, room_id=room.id)
-    data = schemas.resumed_data(resumed.track, resumed.resumed_at, resumed.position, utcnow())
-    return ok("Playback resumed successfully", data)
+async def resume_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
+    return await _control(state, session, room, user, Action.RESUME, {})
 
 
 @router.post("/playback/skip")
-async def skip_track(room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
-    skipped = await service.skip(session, state.events, room_id=room.id)
-    return ok(
-        "Track skipped successfully", schemas.skipped_data(skipped.skipped_track_id, skipped.next_track, utcnow())
-    )
+async def skip_track(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
+    return await _control(state, session, room, user, Action.SKIP, {})
 
 
 @router.post("/playback/stop")
-async def stop_playback(room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
-    await service.stop(session, state.events, room_id=room.id)
-    return ok("Playback stopped successfully", schemas.stopped_data(utcnow()))
+async def stop_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
+    return await _control(state, session, room, user, Action.STOP, {})
 
 
 @router.post("/playback/seek")
-async def seek_playback(request: Request, room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
-    values = validate(await read_input(request), {"position": Field((numeric,))})
-    sought = await service.seek(session, state.events, room_id=room.id, position=float(values["position"]))
-    data = schemas.sought_data(sought.track, sought.position, sought.sought_at, sought.is_playing, utcnow())
-    return ok("Playback seeked successfully", data)
+async def seek_playback(
+    request: Request, room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep
+) -> JSONResponse:
+    return await _control(state, session, room, user, Action.SEEK, await read_input(request))
 
 
 @router.get("/playback/status")
-async def playback_status(room: ViewerRoom, session: SessionDep) -> JSONResponse:
+async def playback_status(user: CurrentUser, room: RoomDep, session: SessionDep) -> JSONResponse:
+    await service.require_viewer(session, user, room)
     status = await service.status(session, room_id=room.id)
-    data = schemas.status_data(status.state, status.track, status.position, status.now)
-    return ok("Playback status retrieved successfully", data)
+    return ok(status.message, status.data())

@@ -24,17 +24,13 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
-from sqlalchemy import Float, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.sql.elements import ColumnElement
 
 from spotik.events import DomainEvent, EventHandler
-from spotik.playback import clock, service
-from spotik.rooms.models import Room
-from spotik.tracks.models import Track
+from spotik.playback import clock, repository, service
 
 log = structlog.get_logger("spotik.playback.scheduler")
 
@@ -49,41 +45,6 @@ class SubscribableBus(Protocol):
     def subscribe(self, handler: EventHandler) -> Callable[[], None]: ...
 
     async def publish(self, event: DomainEvent) -> None: ...
-
-
-def track_end_expression(dialect: str) -> ColumnElement[Any]:
-    """S + duration as Unix seconds (float), computed by the database. A playing room whose track vanished
-    (``current_track_id`` NULL) counts as ended at S, so that the scheduler repairs it."""
-    duration = func.coalesce(Track.duration_seconds, 0)
-    start: ColumnElement[Any]
-    if dialect == "postgresql":
-        # extract(epoch …) of a timestamp *without* time zone reads it as UTC, which is what the columns hold.
-        start = cast(func.extract("epoch", Room.playback_started_at), Float)
-    elif dialect == "sqlite":
-        # julianday() parses the stored text with its fractional seconds (millisecond precision is plenty for a
-        # wake-up time; the decision to advance is made again on the exact values in Python).
-        start = (func.julianday(Room.playback_started_at) - clock.JULIAN_DAY_OF_UNIX_EPOCH) * clock.SECONDS_PER_DAY
-    else:  # pragma: no cover - the two supported databases
-        raise NotImplementedError(f"no track-end expression for {dialect}")
-    return start + duration
-
-
-async def earliest_track_ends(
-    session: AsyncSession, *, limit: int, skip: frozenset[uuid.UUID] = frozenset()
-) -> list[tuple[uuid.UUID, float]]:
-    """(room id, track end in Unix seconds) of the playing rooms whose track ends first — one query."""
-    ends = track_end_expression(session.get_bind().dialect.name).label("ends_at")
-    statement = (
-        select(Room.id, ends)
-        .select_from(Room)
-        .outerjoin(Track, Track.id == Room.current_track_id)
-        .where(Room.is_playing.is_(True), Room.playback_started_at.is_not(None))
-        .order_by(ends, Room.id)
-        .limit(limit)
-    )
-    if skip:
-        statement = statement.where(Room.id.not_in(skip))
-    return [(room_id, float(ends_at)) for room_id, ends_at in (await session.execute(statement)).all()]
 
 
 class PlaybackScheduler:
@@ -202,7 +163,7 @@ class PlaybackScheduler:
         now = time.time()
         penalised = frozenset(room for room, (_, retry_at) in self._penalties.items() if retry_at > now)
         async with self._sessionmaker() as session:
-            rows = await earliest_track_ends(session, limit=self._batch_size, skip=penalised)
+            rows = await repository.earliest_track_ends(session, limit=self._batch_size, skip=penalised)
         next_check: float | None = min((self._penalties[room][1] for room in penalised), default=None)
         due_rooms: set[uuid.UUID] = set()
         for room_id, ends_at in rows:

@@ -18,25 +18,26 @@ Events are published on the bus only after the commit, never from inside a trans
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from enum import StrEnum
+from typing import Any, ClassVar
 
-from sqlalchemy import CursorResult, Executable, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
 
+from spotik.auth.models import User
 from spotik.db.base import utcnow
-from spotik.errors import BadRequest, Conflict, NotFound
+from spotik.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from spotik.events import DomainEvent, EventBus
-from spotik.playback import clock, schemas
+from spotik.playback import clock, repository, schemas
 from spotik.playback.clock import IDLE, PlaybackState
+from spotik.playback.repository import Snapshot
 from spotik.playback.schemas import PlaybackEvent, StartReason, StopReason
+from spotik.rooms import repository as rooms_repository
 from spotik.rooms.models import Room
 from spotik.tracks.models import Track
-from spotik.tracks.repository import QUEUE_ORDER
+from spotik.validation import Field, numeric, parse_uuid, validate
 
 # A lost compare-and-set means somebody else changed the room between our read and our write (a few
 # milliseconds); losing five times in a row means something is hammering the room, and the client may retry.
@@ -80,19 +81,17 @@ def concurrent_change() -> Conflict:
     return Conflict("Playback changed concurrently, please retry", error="Concurrent playback change")
 
 
-# --- results ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    state: PlaybackState
-    track: Track | None
+# --- results: what each action did, with the message and the data both REST and WebSocket answer with ---------
 
 
 @dataclass(frozen=True, slots=True)
 class Started:
     track: Track
     started_at: datetime
+    message: ClassVar[str] = "Playback started successfully"
+
+    def data(self, now: datetime) -> dict[str, Any]:
+        return schemas.started_data(self.track, self.started_at, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +99,10 @@ class Paused:
     track: Track
     paused_at: datetime
     position: float | None
+    message: ClassVar[str] = "Playback paused successfully"
+
+    def data(self, now: datetime) -> dict[str, Any]:
+        return schemas.paused_data(self.track, self.paused_at, self.position, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +110,29 @@ class Resumed:
     track: Track
     resumed_at: datetime
     position: float | None
+    message: ClassVar[str] = "Playback resumed successfully"
+
+    def data(self, now: datetime) -> dict[str, Any]:
+        return schemas.resumed_data(self.track, self.resumed_at, self.position, now)
 
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
     skipped_track_id: uuid.UUID
     next_track: Track | None
+    message: ClassVar[str] = "Track skipped successfully"
+
+    def data(self, now: datetime) -> dict[str, Any]:
+        return schemas.skipped_data(self.skipped_track_id, self.next_track, now)
 
 
 @dataclass(frozen=True, slots=True)
 class Stopped:
     previous_track: Track | None
+    message: ClassVar[str] = "Playback stopped successfully"
+
+    def data(self, now: datetime) -> dict[str, Any]:
+        return schemas.stopped_data(now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +141,13 @@ class Sought:
     position: float
     sought_at: datetime
     is_playing: bool
+    message: ClassVar[str] = "Playback seeked successfully"
+
+    def data(self, now: datetime) -> dict[str, Any]:
+        return schemas.sought_data(self.track, self.position, self.sought_at, self.is_playing, now)
+
+
+Outcome = Started | Paused | Resumed | Skipped | Stopped | Sought
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +156,10 @@ class Status:
     track: Track | None
     position: float | None
     now: datetime
+    message: ClassVar[str] = "Playback status retrieved successfully"
+
+    def data(self) -> dict[str, Any]:
+        return schemas.status_data(self.state, self.track, self.position, self.now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +168,66 @@ class AdvanceOutcome:
 
     advanced: bool
     due_at: datetime | None = None
+
+
+class Action(StrEnum):
+    """What the administrator can do (REST: one route each; WebSocket: ``playback_control``'s ``action``)."""
+
+    PLAY = "play"
+    PAUSE = "pause"
+    RESUME = "resume"
+    SKIP = "skip"
+    STOP = "stop"
+    SEEK = "seek"
+
+
+# --- who may do what ---------------------------------------------------------------------------------------------
+
+
+def require_administrator(user: User, room: Room) -> None:
+    if room.administrator_id != user.id:
+        raise Forbidden("Only room administrator can control playback", error="Insufficient permissions")
+
+
+async def require_viewer(session: AsyncSession, user: User, room: Room) -> None:
+    if room.administrator_id != user.id and not await rooms_repository.is_member(session, room.id, user.id):
+        raise Forbidden("You must be a participant of this room to view playback status", error="Not a participant")
+
+
+def _track_id(data: Mapping[str, Any]) -> uuid.UUID:
+    raw = data.get("track_id")
+    if raw is None or raw == "":
+        raise ValidationFailed({"track_id": ["The track id field is required."]})
+    track_id = parse_uuid(raw)
+    if track_id is None:
+        raise track_not_in_room()
+    return track_id
+
+
+def _position(data: Mapping[str, Any]) -> float:
+    values = validate({"position": data.get("position")}, {"position": Field((numeric,))})
+    return float(values["position"])
+
+
+async def control(
+    session: AsyncSession, bus: EventBus, *, room: Room, user: User, action: Action, data: Mapping[str, Any]
+) -> Outcome:
+    """One administrator action on ``room``, REST's and the WebSocket's alike: the role, then the input
+    (``track_id`` for play, ``position`` for seek), then the transition."""
+    require_administrator(user, room)
+    match action:
+        case Action.PLAY:
+            return await play(session, bus, room_id=room.id, track_id=_track_id(data))
+        case Action.PAUSE:
+            return await pause(session, bus, room_id=room.id)
+        case Action.RESUME:
+            return await resume(session, bus, room_id=room.id)
+        case Action.SKIP:
+            return await skip(session, bus, room_id=room.id)
+        case Action.STOP:
+            return await stop(session, bus, room_id=room.id)
+        case Action.SEEK:
+            return await seek(session, bus, room_id=room.id, position=_position(data))
 
 
 # --- events ----------------------------------------------------------------------------------------------------
@@ -182,125 +268,11 @@ async def _publish(bus: EventBus, events: Sequence[DomainEvent]) -> None:
         await bus.publish(event)
 
 
-# --- queries ---------------------------------------------------------------------------------------------------
-
-
-async def load(session: AsyncSession, room_id: uuid.UUID) -> Snapshot | None:
-    """The room's playback columns and its current track, fresh from the database (one query)."""
-    statement = (
-        select(Room.current_track_id, Room.playback_started_at, Room.playback_paused_at, Room.is_playing, Track)
-        .outerjoin(Track, Track.id == Room.current_track_id)
-        .where(Room.id == room_id)
-        .execution_options(populate_existing=True)
-    )
-    row = (await session.execute(statement)).one_or_none()
-    if row is None:
-        return None
-    current_track_id, started_at, paused_at, is_playing, track = row
-    return Snapshot(PlaybackState(current_track_id, started_at, paused_at, bool(is_playing)), track)
-
-
 async def _load_or_404(session: AsyncSession, room_id: uuid.UUID) -> Snapshot:
-    snapshot = await load(session, room_id)
+    snapshot = await repository.load(session, room_id)
     if snapshot is None:
         raise room_not_found()
     return snapshot
-
-
-async def room_track(session: AsyncSession, room_id: uuid.UUID, track_id: uuid.UUID) -> Track | None:
-    statement = (
-        select(Track).where(Track.id == track_id, Track.room_id == room_id).execution_options(populate_existing=True)
-    )
-    return await session.scalar(statement)
-
-
-async def next_track(session: AsyncSession, room_id: uuid.UUID, *, excluding: uuid.UUID | None) -> Track | None:
-    """The head of the queue (score, then age, then id) among unplayed tracks, ``excluding`` the current one."""
-    statement = (
-        select(Track)
-        .where(Track.room_id == room_id, Track.played_at.is_(None))
-        .order_by(*QUEUE_ORDER)
-        .limit(1)
-        .execution_options(populate_existing=True)
-    )
-    if excluding is not None:
-        statement = statement.where(Track.id != excluding)
-    return await session.scalar(statement)
-
-
-def _queue_empty(room_id: uuid.UUID, excluding: uuid.UUID) -> ColumnElement[bool]:
-    """Guard for "stop, the queue is empty": a track uploaded meanwhile makes the compare-and-set fail, and the
-    retry starts that track instead of leaving an idle room with a queued track."""
-    others = select(Track.id).where(Track.room_id == room_id, Track.played_at.is_(None), Track.id != excluding)
-    return ~others.exists()
-
-
-def _mark_played(track_id: uuid.UUID, now: datetime) -> Executable:
-    return (
-        update(Track)
-        .where(Track.id == track_id, Track.played_at.is_(None))
-        .values(played_at=now)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _mark_unplayed(track_id: uuid.UUID) -> Executable:
-    return (
-        update(Track)
-        .where(Track.id == track_id, Track.played_at.is_not(None))
-        .values(played_at=None)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _state_is(state: PlaybackState) -> list[ColumnElement[bool]]:
-    def equals(column: Any, value: Any) -> ColumnElement[bool]:
-        return cast("ColumnElement[bool]", column.is_(None) if value is None else column == value)
-
-    return [
-        equals(Room.current_track_id, state.current_track_id),
-        equals(Room.playback_started_at, state.started_at),
-        equals(Room.playback_paused_at, state.paused_at),
-        Room.is_playing.is_(state.is_playing),
-    ]
-
-
-async def _compare_and_set(
-    session: AsyncSession,
-    room_id: uuid.UUID,
-    expected: PlaybackState,
-    new: PlaybackState,
-    now: datetime,
-    *,
-    guards: Sequence[ColumnElement[bool]] = (),
-    then: Sequence[Executable] = (),
-) -> bool:
-    """expected → new in one transaction (plus the ``then`` writes), committed. False if the room had changed."""
-    statement = (
-        update(Room)
-        .where(Room.id == room_id, *_state_is(expected), *guards)
-        .values(
-            current_track_id=new.current_track_id,
-            playback_started_at=new.started_at,
-            playback_paused_at=new.paused_at,
-            is_playing=new.is_playing,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    try:
-        result = cast("CursorResult[Any]", await session.execute(statement))
-        if result.rowcount != 1:
-            await session.rollback()
-            return False
-        for write in then:
-            await session.execute(write)
-        await session.commit()
-    except IntegrityError:
-        # The track we meant to start was deleted meanwhile (foreign key): decide again from fresh state.
-        await session.rollback()
-        return False
-    return True
 
 
 # --- transitions -----------------------------------------------------------------------------------------------
@@ -310,13 +282,15 @@ async def play(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID, trac
     """Play ``track`` from its start, whatever the room was doing. A played track may be replayed (it rejoins the
     queue); a track interrupted by this stays in the queue, unplayed."""
     for _ in range(MAX_ATTEMPTS):
-        track = await room_track(session, room_id, track_id)
+        track = await repository.room_track(session, room_id, track_id)
         if track is None:
             raise track_not_in_room()
         snapshot = await _load_or_404(session, room_id)
         now = utcnow()
         new = clock.started(track.id, now)
-        if await _compare_and_set(session, room_id, snapshot.state, new, now, then=[_mark_unplayed(track.id)]):
+        if await repository.compare_and_set(
+            session, room_id, snapshot.state, new, now, then=[repository.mark_unplayed(track.id)]
+        ):
             track.played_at = None
             event = playback_started_event(room_id, track, now, previous_track=snapshot.track)
             await _publish(bus, [event])
@@ -332,7 +306,7 @@ async def pause(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID) -> 
             raise no_active_playback()
         now = utcnow()
         new = clock.paused(snapshot.state, now)
-        if await _compare_and_set(session, room_id, snapshot.state, new, now):
+        if await repository.compare_and_set(session, room_id, snapshot.state, new, now):
             position = clock.position(new, now, track.duration_seconds)
             payload = schemas.paused_payload(room_id, new, track, position, now=utcnow())
             await _publish(bus, [DomainEvent(PlaybackEvent.PAUSED.value, room_id, payload)])
@@ -349,7 +323,7 @@ async def resume(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID) ->
         now = utcnow()
         paused_position = clock.position(snapshot.state, now, track.duration_seconds)
         new = clock.resumed(snapshot.state, now)
-        if await _compare_and_set(session, room_id, snapshot.state, new, now):
+        if await repository.compare_and_set(session, room_id, snapshot.state, new, now):
             payload = schemas.resumed_payload(room_id, track, now, paused_position, now=utcnow())
             await _publish(bus, [DomainEvent(PlaybackEvent.RESUMED.value, room_id, payload)])
             return Resumed(track, now, paused_position)
@@ -363,13 +337,13 @@ async def _move_on(
 
     Returns (False, None) when the compare-and-set lost, else (True, the started track or None if it stopped).
     """
-    following = await next_track(session, room_id, excluding=finished.id)
+    following = await repository.next_track(session, room_id, excluding=finished.id)
     if following is not None:
         new, guards = clock.started(following.id, now), []
     else:
-        new, guards = IDLE, [_queue_empty(room_id, finished.id)]
-    done = await _compare_and_set(
-        session, room_id, snapshot.state, new, now, guards=guards, then=[_mark_played(finished.id, now)]
+        new, guards = IDLE, [repository.queue_empty(room_id, finished.id)]
+    done = await repository.compare_and_set(
+        session, room_id, snapshot.state, new, now, guards=guards, then=[repository.mark_played(finished.id, now)]
     )
     if not done:
         return False, None
@@ -423,7 +397,7 @@ async def stop(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID) -> S
         if snapshot.state == IDLE:
             return Stopped(None)
         now = utcnow()
-        if await _compare_and_set(session, room_id, snapshot.state, IDLE, now):
+        if await repository.compare_and_set(session, room_id, snapshot.state, IDLE, now):
             await _publish(bus, [playback_stopped_event(room_id, snapshot.track, StopReason.ADMINISTRATOR_STOP, now)])
             return Stopped(snapshot.track)
     raise concurrent_change()
@@ -442,7 +416,7 @@ async def seek(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID, posi
             raise position_beyond_track()
         now = utcnow()
         new = clock.sought(snapshot.state, now, position)
-        if await _compare_and_set(session, room_id, snapshot.state, new, now):
+        if await repository.compare_and_set(session, room_id, snapshot.state, new, now):
             assert new.started_at is not None
             actual = clock.seconds(now - new.started_at)  # the position as stored (microseconds)
             payload = schemas.sought_payload(room_id, new, track, actual, now, now=utcnow())
@@ -461,19 +435,7 @@ async def status(session: AsyncSession, *, room_id: uuid.UUID) -> Status:
 async def start_if_idle(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID, track: Track) -> bool:
     """Start ``track`` now if the room is idle (nothing current, not playing); commit and publish if it did."""
     started_at = utcnow()
-    result = await session.execute(
-        update(Room)
-        .where(Room.id == room_id, Room.current_track_id.is_(None), Room.is_playing.is_(False))
-        .values(
-            current_track_id=track.id,
-            playback_started_at=started_at,
-            playback_paused_at=None,
-            is_playing=True,
-            updated_at=started_at,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if not getattr(result, "rowcount", 0):
+    if not await repository.start_if_idle(session, room_id, clock.started(track.id, started_at), started_at):
         return False
     await session.commit()
     await bus.publish(playback_started_event(room_id, track, started_at, auto_started=True))
@@ -485,22 +447,7 @@ async def stop_for_removed_track(session: AsyncSession, *, room_id: uuid.UUID, t
     and return the ``playback_stopped`` event (reason ``track_removed``) for the caller to publish after its
     commit. Returns None (and changes nothing) when ``track`` is not current."""
     now = utcnow()
-    result = cast(
-        "CursorResult[Any]",
-        await session.execute(
-            update(Room)
-            .where(Room.id == room_id, Room.current_track_id == track.id)
-            .values(
-                current_track_id=None,
-                playback_started_at=None,
-                playback_paused_at=None,
-                is_playing=False,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        ),
-    )
-    if result.rowcount != 1:
+    if not await repository.clear_if_current(session, room_id, track.id, now):
         return None
     return playback_stopped_event(room_id, track, StopReason.TRACK_REMOVED, now)
 
@@ -510,14 +457,14 @@ async def advance_if_due(session: AsyncSession, bus: EventBus, *, room_id: uuid.
     start the next one now (``playback_started``, reason ``track_finished``), or stop when the queue is empty
     (``playback_stopped``, reason ``no_more_tracks``). Safe to call from any number of processes at once: the
     compare-and-set lets exactly one of them advance a given track end."""
-    snapshot = await load(session, room_id)
+    snapshot = await repository.load(session, room_id)
     if snapshot is None or not snapshot.state.is_playing:
         return AdvanceOutcome(advanced=False)
     state, finished = snapshot.state, snapshot.track
     now = utcnow()
     if state.current_track_id is None or finished is None:
         # Playing with no track (a foreign key set it NULL behind our back): make the room idle.
-        if await _compare_and_set(session, room_id, state, IDLE, now):
+        if await repository.compare_and_set(session, room_id, state, IDLE, now):
             await _publish(bus, [playback_stopped_event(room_id, None, StopReason.TRACK_REMOVED, now)])
             return AdvanceOutcome(advanced=True)
         return AdvanceOutcome(advanced=False)

@@ -6,12 +6,13 @@ import re
 
 from fastapi import APIRouter, Request
 
-from spotik.deps import CurrentUser, SessionDep, parse_uuid
+from spotik.deps import CurrentUser, SessionDep
 from spotik.errors import JSONResponse
 from spotik.http.input import read_input
 from spotik.http.responses import ok
 from spotik.playlists import service
 from spotik.playlists.schemas import playlist_resource
+from spotik.validation import parse_uuid
 
 router = APIRouter(prefix="/api/playlists", tags=["playlists"])
 

@@ -15,18 +15,17 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.types import Message, Scope
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from spotik.auth.credentials import credentials, header
 from spotik.auth.schemas import user_full
 from spotik.auth.service import authenticate
 from spotik.auth.tokens import TokenService
@@ -48,88 +47,6 @@ from spotik.timefmt import iso, now_iso
 
 log = structlog.get_logger("spotik.realtime")
 
-TOKEN_SUBPROTOCOL_PREFIX = "token."  # noqa: S105 - a prefix, not a secret
-
-
-@dataclass(frozen=True, slots=True)
-class RealtimeConfig:
-    max_connections: int = 1000
-    max_connections_per_room: int = 100
-    ping_interval: float = 30.0
-    activity_timeout: float = 600.0
-    sweep_interval: float = 300.0
-    sweep_budget: float = 0.1
-    queue_size: int = 100
-    batch_size: int = 10
-    send_timeout: float = 10.0
-    close_timeout: float = 5.0
-    max_message_bytes: int = 65_536
-    cors_origins: tuple[str, ...] = ()
-    redis_url: str | None = None
-    channel_prefix: str = "spotik:ws"
-    presence_ttl: float = 60.0
-    redis_reconnect_max: float = 5.0
-    memory_warning_bytes: int = 200 * MB
-    memory_critical_bytes: int = 400 * MB
-    memory_interval: float = 10.0
-    client_compat_events: bool = True
-    gc_young_every: int = 500
-    gc_full_min_interval: float = 1800.0
-
-
-def realtime_config(settings: Settings) -> RealtimeConfig:
-    """The real-time part of the settings, in one place."""
-    return RealtimeConfig(
-        max_connections=settings.ws_max_connections,
-        max_connections_per_room=settings.ws_max_connections_per_room,
-        ping_interval=settings.ws_ping_interval,
-        activity_timeout=settings.ws_activity_timeout,
-        sweep_interval=settings.ws_sweep_interval,
-        sweep_budget=settings.ws_sweep_budget,
-        queue_size=settings.ws_queue_size,
-        batch_size=settings.ws_batch_size,
-        send_timeout=settings.ws_send_timeout,
-        close_timeout=settings.ws_close_timeout,
-        max_message_bytes=settings.ws_max_message_bytes,
-        cors_origins=tuple(settings.cors_origins),
-        redis_url=settings.redis_url or None,
-        channel_prefix=settings.ws_redis_prefix,
-        presence_ttl=settings.ws_presence_ttl,
-        redis_reconnect_max=settings.ws_redis_reconnect_max,
-        memory_warning_bytes=int(settings.memory_warning_mb * MB),
-        memory_critical_bytes=int(settings.memory_critical_mb * MB),
-        memory_interval=settings.memory_sample_interval,
-        client_compat_events=settings.ws_client_compat_events,
-        gc_young_every=settings.gc_young_every_connections,
-        gc_full_min_interval=settings.gc_full_min_interval,
-    )
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-def token_from(scope: Scope) -> tuple[str | None, str | None]:
-    """The token (``?token=``, else ``Authorization: Bearer``, else ``Sec-WebSocket-Protocol: token.<jwt>``) and the
-    subprotocol to echo: a browser fails the handshake if it offered a subprotocol and none comes back.
-
-    Read from the scope rather than through ``WebSocket.query_params``/``headers``, which would cache parsed copies
-    on the socket's object for as long as it is connected."""
-    subprotocol = next(
-        (p.strip() for p in scope.get("subprotocols", ()) if p.strip().startswith(TOKEN_SUBPROTOCOL_PREFIX)), None
-    )
-    token = next((v for k, v in parse_qsl(scope["query_string"].decode("latin-1")) if k == "token" and v), None)
-    if token is None:
-        scheme, _, value = (_header(scope, b"authorization") or "").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            token = value.strip()
-    if token is None and subprotocol is not None:
-        token = subprotocol[len(TOKEN_SUBPROTOCOL_PREFIX) :] or None
-    return token, subprotocol
-
 
 def _retire_handshake_scope(scope: Scope) -> None:
     """Once the socket is open nothing reads the handshake's parts of the scope again (uvicorn logs only the
@@ -149,50 +66,50 @@ class Realtime:
         sessionmaker: async_sessionmaker[AsyncSession],
         tokens: TokenService,
         events: LocalEventBus,
-        config: RealtimeConfig | None = None,
         instance_id: str | None = None,
     ) -> None:
         self.settings = settings
-        self.config = config = config or realtime_config(settings)
         self.sessionmaker = sessionmaker
         self.tokens = tokens
         self.events = events
         self.instance_id = instance_id or uuid.uuid4().hex
-        self.registry = Registry(max_connections=config.max_connections, max_per_room=config.max_connections_per_room)
+        self.registry = Registry(
+            max_connections=settings.ws_max_connections, max_per_room=settings.ws_max_connections_per_room
+        )
         self.link: RedisLink | None = None
         self.broker: Broker
         self.presence: Presence
-        if config.redis_url:
-            self.link = RedisLink(config.redis_url)
+        if settings.redis_url:
+            self.link = RedisLink(settings.redis_url)
             self.broker = RedisBroker(
                 self.link,
                 self._deliver,
-                channel_prefix=config.channel_prefix,
+                channel_prefix=settings.ws_redis_prefix,
                 instance_id=self.instance_id,
-                reconnect_max=config.redis_reconnect_max,
+                reconnect_max=settings.ws_redis_reconnect_max,
             )
             self.presence = RedisPresence(
                 self.registry,
                 self.link,
-                prefix=config.channel_prefix,
+                prefix=settings.ws_redis_prefix,
                 instance_id=self.instance_id,
-                ttl=config.presence_ttl,
+                ttl=settings.ws_presence_ttl,
             )
         else:
             self.broker = LocalBroker(self._deliver, instance_id=self.instance_id)
             self.presence = LocalPresence(self.registry)
         self.janitor = Janitor(
             self.registry,
-            activity_timeout=config.activity_timeout,
-            interval=config.sweep_interval,
-            budget_seconds=config.sweep_budget,
+            activity_timeout=settings.ws_activity_timeout,
+            interval=settings.ws_sweep_interval,
+            budget_seconds=settings.ws_sweep_budget,
         )
         self.memory = MemoryMonitor(
-            warning_bytes=config.memory_warning_bytes,
-            critical_bytes=config.memory_critical_bytes,
-            interval=config.memory_interval,
-            gc_young_every=config.gc_young_every,
-            gc_full_min_interval=config.gc_full_min_interval,
+            warning_bytes=int(settings.memory_warning_mb * MB),
+            critical_bytes=int(settings.memory_critical_mb * MB),
+            interval=settings.memory_sample_interval,
+            gc_young_every=settings.gc_young_every_connections,
+            gc_full_min_interval=settings.gc_full_min_interval,
         )
         self.handlers = Handlers(self)
         self.tally = Tally()
@@ -222,7 +139,7 @@ class Realtime:
             "realtime started",
             broker="redis" if self.link else "local",
             instance_id=self.instance_id,
-            max_connections=self.config.max_connections,
+            max_connections=self.settings.ws_max_connections,
         )
 
     async def stop(self) -> None:
@@ -239,7 +156,7 @@ class Realtime:
         connections = list(self.registry)
         for connection in connections:
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
-        results = await asyncio.gather(*(c.flushed(within=self.config.close_timeout) for c in connections))
+        results = await asyncio.gather(*(c.flushed(within=self.settings.ws_close_timeout) for c in connections))
         stuck = [c for c, flushed in zip(connections, results, strict=True) if not flushed]
         for connection in stuck:
             connection.fail("shutdown: close not delivered in time")
@@ -248,7 +165,7 @@ class Realtime:
             task.cancel()
         for task in [*self._tasks, *self._background]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, self.config.close_timeout)
+                await asyncio.wait_for(task, self.settings.ws_close_timeout)
         self._tasks = []
         await self.presence.stop()
         await self.broker.stop()
@@ -271,7 +188,7 @@ class Realtime:
         item = protocol.room_broadcast(event.type, room_id, event.data, occurred_at=iso(event.occurred_at))
         self.events_broadcast += 1
         self.broker.publish(room_id, event.type, item)
-        if self.config.client_compat_events:
+        if self.settings.ws_client_compat_events:
             for follow_type, data in compat.followups(event.type, event.data):
                 self.broadcast(room_id, follow_type, data)
         # Enqueuing never waits for a socket; yielding once per event lets the writers flush between the events of
@@ -338,6 +255,12 @@ class Realtime:
 
     # --- one socket ------------------------------------------------------------------------------------------
 
+    def asgi(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """``/ws`` as a bare ASGI app (``SpotikApp`` hands it every ``/ws`` scope ahead of the HTTP stack). It returns
+        ``serve``'s coroutine itself rather than awaiting it: every coroutine between the server and the read loop
+        stays alive (~250 B) for as long as the socket is open."""
+        return self.serve(WebSocket(scope, receive, send))
+
     async def serve(self, websocket: WebSocket) -> None:
         connection = await self._admit(websocket)
         if connection is None:
@@ -361,13 +284,13 @@ class Realtime:
         """Checks, authentication and accept; the connection, or None when it was refused. A separate frame, so that
         nothing used only for the handshake (token, claims, the ORM user) stays referenced while the socket lives."""
         scope = websocket.scope
-        token, subprotocol = token_from(scope)
+        token, subprotocol = credentials(scope)
         if not self.accepting:
             shutting_down = Refusal(CloseCode.GOING_AWAY, ErrorCode.SERVER_SHUTTING_DOWN, "server shutting down")
             await self._refuse(websocket, subprotocol, shutting_down)
             return None
-        origin = _header(scope, b"origin")
-        if origin is not None and not origin_allowed(origin, list(self.config.cors_origins)):
+        origin = header(scope, b"origin")
+        if origin is not None and not origin_allowed(origin, self.settings.cors_origins):
             forbidden = Refusal(CloseCode.FORBIDDEN, ErrorCode.ORIGIN_NOT_ALLOWED, "origin not allowed")
             await self._refuse(websocket, subprotocol, forbidden)
             return None
@@ -401,9 +324,9 @@ class Realtime:
             user_id=user_id,
             username=username,
             user=user_data,
-            queue_size=self.config.queue_size,
-            batch_size=self.config.batch_size,
-            send_timeout=self.config.send_timeout,
+            queue_size=self.settings.ws_queue_size,
+            batch_size=self.settings.ws_batch_size,
+            send_timeout=self.settings.ws_send_timeout,
             connected_at_wall=time.time(),
             tally=self.tally,
             hooks=hooks,
@@ -414,7 +337,7 @@ class Realtime:
             self.tally.refused[refusal.error_code] += 1
             connection.enqueue(protocol.error(refusal.error_code, refusal.reason))
             connection.close(refusal.code, refusal.reason)
-            await connection.flushed(within=self.config.close_timeout)
+            await connection.flushed(within=self.settings.ws_close_timeout)
             return None
         self.memory.note_connection()
         connection.enqueue(
@@ -434,7 +357,7 @@ class Realtime:
         """Accept, say why, close with the code: a refused handshake would only show the browser a 1006."""
         self.tally.refused[refusal.error_code] += 1
         with contextlib.suppress(*SEND_FAILURES):
-            async with asyncio.timeout(self.config.close_timeout):
+            async with asyncio.timeout(self.settings.ws_close_timeout):
                 await websocket.accept(subprotocol=subprotocol)
                 await websocket.send_text(protocol.error(refusal.error_code, refusal.reason).text)
                 await websocket.close(refusal.code, refusal.reason)
@@ -446,7 +369,7 @@ class Realtime:
             return False
         if kind != "websocket.receive":
             return True
-        limit = self.config.max_message_bytes
+        limit = self.settings.ws_max_message_bytes
         text = message.get("text")
         if text is not None:
             size = len(text) if text.isascii() else len(text.encode())
@@ -460,7 +383,7 @@ class Realtime:
             received["too_big"] += 1
             connection.enqueue(protocol.error(ErrorCode.MESSAGE_TOO_BIG, f"Messages are limited to {limit} bytes"))
             connection.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
-            await connection.flushed(within=self.config.close_timeout)
+            await connection.flushed(within=self.settings.ws_close_timeout)
             return False
         try:
             parsed = protocol.parse(payload)
@@ -471,7 +394,7 @@ class Realtime:
         received[parsed.type if parsed.type in self.handlers.table else "unknown"] += 1
         await self.handlers.dispatch(connection, parsed)
         if connection.closing or connection.dead:
-            await connection.flushed(within=self.config.close_timeout)
+            await connection.flushed(within=self.settings.ws_close_timeout)
             return False
         return True
 
@@ -489,8 +412,8 @@ class Realtime:
             "janitor": {
                 "sweeps": self.janitor.sweeps,
                 "closed_total": self.janitor.closed_total,
-                "activity_timeout_seconds": self.config.activity_timeout,
-                "sweep_interval_seconds": self.config.sweep_interval,
+                "activity_timeout_seconds": self.settings.ws_activity_timeout,
+                "sweep_interval_seconds": self.settings.ws_sweep_interval,
             },
             "received": dict(self.tally.received),
             "sent": dict(self.tally.sent),

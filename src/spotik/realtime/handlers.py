@@ -1,5 +1,6 @@
-"""Client message types (contract §4.2, D3), with REST's authorization: each handler calls the service functions
-the REST routes call, so a rule lives in one place.
+"""Client message types (docs/api.md#client-messages). A message that has a REST twin runs the same service
+function, with the same authorization rule and validation: ``playback_control`` is ``playback.service.control``,
+``vote_track`` is ``tracks.service.vote``/``unvote``, ``get_track_queue`` is ``tracks.service.list_queue``.
 
 ``join_room`` needs a membership row (REST join first) and is idempotent; a refusal is an ``error`` message and the
 socket stays open: the web client shows ``message`` and re-sends ``join_room`` on every reconnect, so closing with
@@ -11,32 +12,48 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from spotik.auth import repository as auth_repository
 from spotik.auth.models import User
 from spotik.db.base import utcnow
-from spotik.errors import ApiError
-from spotik.playback import schemas as playback_schemas
+from spotik.errors import ApiError, NotFound
+from spotik.events import EventBus
 from spotik.playback import service as playback_service
-from spotik.playback.router import numeric, playback_admin
 from spotik.realtime import protocol
 from spotik.realtime.connection import Connection
-from spotik.realtime.presence import presence_announcement, presence_summary
+from spotik.realtime.presence import Presence, presence_announcement, presence_summary
 from spotik.realtime.protocol import ClientMessage, ClientType, CloseCode, ErrorCode, ServerType
+from spotik.realtime.registry import Refusal
 from spotik.rooms import repository as rooms_repository
+from spotik.rooms import service as rooms_service
 from spotik.rooms.models import Room
-from spotik.rooms.service import room_payload
+from spotik.settings import Settings
 from spotik.timefmt import now_iso
-from spotik.tracks import repository as tracks_repository
 from spotik.tracks import service as tracks_service
-from spotik.validation import Field, validate
+from spotik.validation import parse_uuid
 
-if TYPE_CHECKING:
-    from spotik.realtime.gateway import Realtime
+
+class Gateway(Protocol):
+    """What the handlers use of the gateway (``spotik.realtime.gateway.Realtime``)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]: ...
+    @property
+    def events(self) -> EventBus: ...
+    @property
+    def presence(self) -> Presence: ...
+
+    def join_room(self, connection: Connection, room_id: str) -> Refusal | None: ...
+    def leave_room(self, connection: Connection) -> str | None: ...
+    def broadcast(self, room_id: str, event_type: str, data: dict[str, Any]) -> None: ...
+
 
 log = structlog.get_logger("spotik.realtime.handlers")
 
@@ -53,7 +70,8 @@ STATUS_ERROR_CODES = {
 
 
 VOTE_TYPES = ("up", "remove")
-PLAYBACK_ACTIONS = ("play", "start", "pause", "resume", "skip", "stop", "seek")
+# ``start`` is the web client's name for ``play``.
+PLAYBACK_ACTIONS = {"start": playback_service.Action.PLAY} | {a.value: a for a in playback_service.Action}
 
 
 class HandlerError(Exception):
@@ -64,15 +82,8 @@ class HandlerError(Exception):
         self.extra = extra
 
 
-def parse_uuid(value: Any) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
 class Handlers:
-    def __init__(self, realtime: Realtime) -> None:
+    def __init__(self, realtime: Gateway) -> None:
         self.realtime = realtime
         self.table: dict[str, Handler] = {
             ClientType.PING: self.ping,
@@ -120,7 +131,7 @@ class Handlers:
     # --- helpers ---------------------------------------------------------------------------------------------
 
     async def _user(self, session: AsyncSession, connection: Connection) -> User:
-        user = await session.get(User, uuid.UUID(connection.user_id))
+        user = await auth_repository.get_user(session, uuid.UUID(connection.user_id))
         if user is None:
             raise HandlerError(ErrorCode.AUTHENTICATION_FAILED, "User not found")
         return user
@@ -163,8 +174,7 @@ class Handlers:
         room_id = str(room_uuid)
         realtime = self.realtime
         async with realtime.sessionmaker() as session:
-            if await rooms_repository.get_room(session, room_uuid) is None:
-                raise HandlerError(ErrorCode.ROOM_NOT_FOUND, "Room not found")
+            await self._find_room(session, connection, room_uuid)
             await self._require_member(session, connection, room_uuid)
             user = await self._user(session, connection)
             already = connection.room_id == room_id
@@ -175,7 +185,7 @@ class Handlers:
                     connection.close(refusal.code, refusal.reason)
                     return
             try:
-                room = await room_payload(session, realtime.settings, room_uuid, viewer=user, detail=True)
+                room = await rooms_service.room_payload(session, realtime.settings, room_uuid, viewer=user, detail=True)
             except ApiError:
                 realtime.leave_room(connection)
                 raise
@@ -212,7 +222,9 @@ class Handlers:
         async with self.realtime.sessionmaker() as session:
             await self._require_member(session, connection, room_uuid)
             user = await self._user(session, connection)
-            room = await room_payload(session, self.realtime.settings, room_uuid, viewer=user, detail=True)
+            room = await rooms_service.room_payload(
+                session, self.realtime.settings, room_uuid, viewer=user, detail=True
+            )
         presence = presence_summary(await self.realtime.presence.online(str(room_uuid)))
         connection.enqueue(
             protocol.reply(
@@ -222,76 +234,39 @@ class Handlers:
         )
 
     async def playback_control(self, connection: Connection, data: dict[str, Any]) -> None:
-        """``POST /api/rooms/{room}/…/play|pause|resume|skip|stop|seek`` over the socket, for the joined room: the
-        same administrator rule (``playback_admin``), the same service calls, the same result shapes."""
-        action = data.get("action")
-        if action not in PLAYBACK_ACTIONS:
+        """``POST /api/rooms/{room}/…/play|pause|resume|skip|stop|seek`` over the socket, for the joined room."""
+        action = PLAYBACK_ACTIONS.get(data.get("action"))  # type: ignore[arg-type]
+        if action is None:
             choices = ", ".join(PLAYBACK_ACTIONS)
             raise HandlerError(
                 ErrorCode.VALIDATION_FAILED,
                 "Validation failed",
                 errors={"action": [f"The selected action is invalid ({choices})."]},
             )
-        bus = self.realtime.events
         async with self.realtime.sessionmaker() as session:
             room = await self._room(session, connection)
             user = await self._user(session, connection)
-            await playback_admin(user, room)
-            room_id = room.id
-            if action in ("play", "start"):
-                track_id = parse_uuid(data.get("track_id")) if data.get("track_id") else None
-                if data.get("track_id") in (None, ""):
-                    raise HandlerError(
-                        ErrorCode.VALIDATION_FAILED,
-                        "Validation failed",
-                        errors={"track_id": ["The track id field is required."]},
-                    )
-                if track_id is None:
-                    raise playback_service.track_not_in_room()
-                started = await playback_service.play(session, bus, room_id=room_id, track_id=track_id)
-                message = "Playback started successfully"
-                result = playback_schemas.started_data(started.track, started.started_at, utcnow())
-            elif action == "pause":
-                paused = await playback_service.pause(session, bus, room_id=room_id)
-                message = "Playback paused successfully"
-                result = playback_schemas.paused_data(paused.track, paused.paused_at, paused.position, utcnow())
-            elif action == "resume":
-                resumed = await playback_service.resume(session, bus, room_id=room_id)
-                message = "Playback resumed successfully"
-                result = playback_schemas.resumed_data(resumed.track, resumed.resumed_at, resumed.position, utcnow())
-            elif action == "skip":
-                skipped = await playback_service.skip(session, bus, room_id=room_id)
-                message = "Track skipped successfully"
-                result = playback_schemas.skipped_data(skipped.skipped_track_id, skipped.next_track, utcnow())
-            elif action == "stop":
-                await playback_service.stop(session, bus, room_id=room_id)
-                message = "Playback stopped successfully"
-                result = playback_schemas.stopped_data(utcnow())
-            else:
-                values = validate({"position": data.get("position")}, {"position": Field((numeric,))})
-                position = float(values["position"])
-                sought = await playback_service.seek(session, bus, room_id=room_id, position=position)
-                message = "Playback seeked successfully"
-                result = playback_schemas.sought_data(
-                    sought.track, sought.position, sought.sought_at, sought.is_playing, utcnow()
-                )
-        connection.enqueue(
-            protocol.reply(
-                ServerType.PLAYBACK_CONTROL_SUCCESS, {"action": action, "result": result, "message": message}
+            outcome = await playback_service.control(
+                session, self.realtime.events, room=room, user=user, action=action, data=data
             )
-        )
+        reply = {"action": data["action"], "result": outcome.data(utcnow()), "message": outcome.message}
+        connection.enqueue(protocol.reply(ServerType.PLAYBACK_CONTROL_SUCCESS, reply))
 
     async def _room(self, session: AsyncSession, connection: Connection) -> Room:
+        """The joined room; a room deleted since is left."""
         room_uuid = self._current_room(connection)
-        room = await rooms_repository.get_room(session, room_uuid)
-        if room is None:
-            self.realtime.leave_room(connection)
-            raise HandlerError(ErrorCode.ROOM_NOT_FOUND, "Room not found")
-        return room
+        return await self._find_room(session, connection, room_uuid)
+
+    async def _find_room(self, session: AsyncSession, connection: Connection, room_id: uuid.UUID) -> Room:
+        try:
+            return await rooms_service.find_room(session, room_id)
+        except NotFound:
+            if connection.room_id == str(room_id):
+                self.realtime.leave_room(connection)
+            raise HandlerError(ErrorCode.ROOM_NOT_FOUND, "Room not found") from None
 
     async def vote_track(self, connection: Connection, data: dict[str, Any]) -> None:
         """``POST``/``DELETE /api/rooms/{room}/tracks/{track}/vote`` over the socket, in the joined room."""
-        track_uuid = parse_uuid(data.get("track_id")) if data.get("track_id") else None
         vote_type = data.get("vote_type", "up")
         errors: dict[str, list[str]] = {}
         if data.get("track_id") in (None, ""):
@@ -302,9 +277,7 @@ class Handlers:
             raise HandlerError(ErrorCode.VALIDATION_FAILED, "Validation failed", errors=errors)
         async with self.realtime.sessionmaker() as session:
             room = await self._room(session, connection)
-            track = await tracks_repository.get_track(session, track_uuid) if track_uuid else None
-            if track is None:
-                raise HandlerError(ErrorCode.NOT_FOUND, "Track not found")
+            track = await tracks_service.find_track(session, data["track_id"])
             user = await self._user(session, connection)
             change = tracks_service.vote if vote_type == "up" else tracks_service.unvote
             result = await change(session, self.realtime.events, room=room, track=track, user=user)
@@ -314,9 +287,9 @@ class Handlers:
                 {
                     "track_id": str(track.id),
                     "vote_type": vote_type,
-                    "vote_score": result["vote_score"],
-                    "user_has_voted": result["user_has_voted"],
-                    "message": result["message"],
+                    "vote_score": result.vote_score,
+                    "user_has_voted": result.user_has_voted,
+                    "message": result.message,
                 },
             )
         )

@@ -39,11 +39,9 @@ log = structlog.get_logger("spotik.serving")
 
 
 class RealtimeServer(uvicorn.Server):
-    def realtime(self) -> Realtime | None:
-        lifespan = getattr(self, "lifespan", None)
-        app_state = (getattr(lifespan, "state", None) or {}).get("spotik")
-        realtime = getattr(app_state, "realtime", None)
-        return realtime if isinstance(realtime, Realtime) else None
+    def __init__(self, config: uvicorn.Config, realtime: Realtime) -> None:
+        super().__init__(config)
+        self.realtime = realtime
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -52,9 +50,7 @@ class RealtimeServer(uvicorn.Server):
         log.info("start-up objects frozen for the garbage collector", objects=gc.get_freeze_count())
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        realtime = self.realtime()
-        if realtime is not None:
-            await realtime.stop()
+        await self.realtime.stop()
         await super().shutdown(sockets)
 
 
@@ -74,6 +70,6 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         conn.parser_exc = None  # its traceback holds the parser's frame, which holds ``conn``
 
 
-def serve(config: uvicorn.Config) -> None:
+def serve(config: uvicorn.Config, realtime: Realtime) -> None:
     """``uvicorn.run`` for one process (no reload, no workers) with the graceful WebSocket shutdown."""
-    RealtimeServer(config).run()
+    RealtimeServer(config, realtime).run()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.sql.base import ExecutableOption
@@ -75,3 +75,16 @@ async def participants_with_users(session: AsyncSession, room_id: uuid.UUID) -> 
         .order_by(RoomParticipant.joined_at, RoomParticipant.id)
     )
     return (await session.scalars(statement)).all()
+
+
+async def delete_room(session: AsyncSession, room_id: uuid.UUID) -> None:
+    """The room and, by cascade, its tracks, votes and memberships (not committed)."""
+    await session.execute(delete(Room).where(Room.id == room_id))
+
+
+async def remove_member(session: AsyncSession, room_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """Whether a membership was deleted (not committed)."""
+    result = await session.execute(
+        delete(RoomParticipant).where(RoomParticipant.room_id == room_id, RoomParticipant.user_id == user_id)
+    )
+    return bool(getattr(result, "rowcount", 0))

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 from anyio import to_thread
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from spotik.auth.models import User
 from spotik.auth.schemas import user_full
-from spotik.covers.storage import ROOM_COVERS, TRACK_COVERS, cover_urls
+from spotik.covers.storage import ROOM_COVERS, cover_urls
 from spotik.db.base import utcnow, utcnow_seconds, uuid7
 from spotik.db.upsert import insert_ignore
 from spotik.errors import Forbidden, NotFound
@@ -21,11 +21,20 @@ from spotik.rooms.models import Room, RoomParticipant
 from spotik.rooms.schemas import participant_resource, room_resource, without_viewer
 from spotik.settings import Settings
 from spotik.timefmt import iso, now_iso
-from spotik.tracks.models import Track
-from spotik.tracks.repository import queue_tracks, voted_track_ids
-from spotik.validation import Field, max_chars, string, validate
+from spotik.tracks.repository import queue_tracks, room_track_files, voted_track_ids
+from spotik.tracks.service import remove_stored_files
+from spotik.validation import Field, max_chars, parse_uuid, string, validate
 
 NAME_FIELDS = {"name": Field((string, max_chars(100)))}
+
+
+async def find_room(session: AsyncSession, room_id: object) -> Room:
+    """A room by its id as a client wrote it: an unknown or malformed id is a 404 (never a 422 or a 500)."""
+    parsed = parse_uuid(room_id)
+    found = await repository.get_room(session, parsed) if parsed else None
+    if found is None:
+        raise NotFound("Room not found", error="Room not found")
+    return found
 
 
 async def list_rooms(session: AsyncSession, settings: Settings, *, viewer: User) -> list[dict[str, Any]]:
@@ -101,27 +110,14 @@ async def update_room(
     return payload
 
 
-def _remove_room_files(settings: Settings, room_id: uuid.UUID, tracks: list[tuple[uuid.UUID, str]]) -> None:
-    audio_root, public_root = settings.audio_root, settings.public_root
-    files = [audio_root / file_path for _, file_path in tracks if file_path and ".." not in file_path]
-    covers = [
-        *cover_urls(public_root, TRACK_COVERS, [track_id for track_id, _ in tracks]).values(),
-        *cover_urls(public_root, ROOM_COVERS, [room_id]).values(),
-    ]
-    files += [public_root / url.removeprefix("/api/storage/") for url in covers]
-    for path in files:
-        path.unlink(missing_ok=True)
-
-
 async def delete_room(session: AsyncSession, settings: Settings, bus: EventBus, *, room: Room, user: User) -> None:
     _require_admin(room, user, "delete the room")
-    rows = await session.execute(select(Track.id, Track.file_path).where(Track.room_id == room.id))
-    tracks = [(track_id, file_path) for track_id, file_path in rows.all()]
+    files = await room_track_files(session, room.id)
     room_id, room_name = room.id, room.name
-    await session.execute(delete(Room).where(Room.id == room_id))  # tracks, votes, memberships cascade
+    await repository.delete_room(session, room_id)  # tracks, votes, memberships cascade
     await session.commit()
     # Files go after the commit: a failed delete must not leave rows pointing at missing files.
-    await to_thread.run_sync(_remove_room_files, settings, room_id, tracks)
+    await to_thread.run_sync(partial(remove_stored_files, settings, files, room_id=room_id))
     await bus.publish(
         DomainEvent(
             "room_deleted",
@@ -194,10 +190,7 @@ async def leave_room(session: AsyncSession, bus: EventBus, *, room: Room, user: 
         raise Forbidden(
             "Room administrator cannot leave the room. Delete the room instead.", error="Administrator cannot leave"
         )
-    result = await session.execute(
-        delete(RoomParticipant).where(RoomParticipant.room_id == room.id, RoomParticipant.user_id == user.id)
-    )
-    if not getattr(result, "rowcount", 0):
+    if not await repository.remove_member(session, room.id, user.id):
         raise NotFound("You are not a participant in this room", error="Not a participant")
     await session.commit()
     await bus.publish(await _membership_event(session, "user_left", room, user, f"{user.username} left the room"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,6 +48,19 @@ async def voted_track_ids(session: AsyncSession, user_id: uuid.UUID, room_id: uu
 
 
 # --- single tracks ---------------------------------------------------------------------------------------------
+
+
+class StoredFiles(NamedTuple):
+    """What locates a track's files on disk (its audio under the audio root, its cover by id)."""
+
+    id: uuid.UUID
+    file_path: str
+    filename: str
+
+
+async def room_track_files(session: AsyncSession, room_id: uuid.UUID) -> list[StoredFiles]:
+    statement = select(Track.id, Track.file_path, Track.filename).where(Track.room_id == room_id)
+    return [StoredFiles(*row) for row in (await session.execute(statement)).all()]
 
 
 async def get_track(session: AsyncSession, track_id: uuid.UUID) -> Track | None:

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, Query
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep, parse_uuid
+from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep
 from spotik.errors import ApiError, Envelope, JSONResponse, NotFound
 from spotik.http.responses import bare
-from spotik.tracks import repository, service
+from spotik.tracks import service
 from spotik.tracks.models import Track
 from spotik.tracks.streaming import DEFAULT_CACHE_CONTROL, audio_file_response
 from spotik.tracks.uploads import UploadError, check_declared_length, receive_multipart
@@ -29,11 +29,7 @@ IMMUTABLE_CACHE = "public, max-age=3600, immutable"
 
 async def track_from_path(track: str, session: SessionDep) -> Track:
     """``{track}`` route binding: an unknown or malformed id is a 404 in envelope B."""
-    track_id = parse_uuid(track)
-    found = await repository.get_track(session, track_id) if track_id else None
-    if found is None:
-        raise NotFound("Track not found", envelope=Envelope.B)
-    return found
+    return await service.find_track(session, track)
 
 
 TrackDep = Annotated[Track, Depends(track_from_path)]
@@ -58,7 +54,7 @@ async def upload_track(
     try:
         check_declared_length(request, limits.max_body)
         async with receive_multipart(request, files=limits.files, max_body=limits.max_body) as form:
-            body = await service.add_track(
+            item = await service.add_track(
                 session, state.events, room=room, user=user, form=form, settings=state.settings
             )
     except UploadError as exc:
@@ -66,7 +62,7 @@ async def upload_track(
     except ClientDisconnect:
         # Nobody is left to read this answer; the temporary files are already gone.
         raise ApiError("The upload was interrupted", status_code=400, envelope=Envelope.B) from None
-    return bare(body, status_code=201)
+    return bare({"message": "Track uploaded successfully", "track": item}, status_code=201)
 
 
 @router.delete("/api/rooms/{room}/tracks/{track}")
@@ -81,14 +77,18 @@ async def delete_track(
 async def vote_track(
     user: CurrentUser, room: RoomDep, track: TrackDep, session: SessionDep, state: StateDep
 ) -> JSONResponse:
-    return bare(await service.vote(session, state.events, room=room, track=track, user=user))
+    return _vote_answer(await service.vote(session, state.events, room=room, track=track, user=user))
 
 
 @router.delete("/api/rooms/{room}/tracks/{track}/vote")
 async def unvote_track(
     user: CurrentUser, room: RoomDep, track: TrackDep, session: SessionDep, state: StateDep
 ) -> JSONResponse:
-    return bare(await service.unvote(session, state.events, room=room, track=track, user=user))
+    return _vote_answer(await service.unvote(session, state.events, room=room, track=track, user=user))
+
+
+def _vote_answer(change: service.VoteChange) -> JSONResponse:
+    return bare({"message": change.message, "vote_score": change.vote_score, "user_has_voted": change.user_has_voted})
 
 
 @router.get("/api/tracks")
@@ -98,7 +98,9 @@ async def search_tracks(
     state: StateDep,
     search: Annotated[str | None, Query()] = None,
 ) -> JSONResponse:
-    return bare(await service.search(session, user=user, text=search, public_root=state.settings.public_root))
+    items, total = await service.search(session, user=user, text=search, public_root=state.settings.public_root)
+    # The client reads ``data`` (an array); ``tracks``/``total_count`` are the track family's usual shape.
+    return bare({"tracks": items, "total_count": total, "data": items})
 
 
 @router.api_route("/api/tracks/{track}/stream", methods=["GET", "HEAD"])

@@ -28,6 +28,7 @@ from spotik.covers.storage import (
     ACCEPTED_IMAGE_TYPES,
     COVER_EXTENSIONS,
     MAX_COVER_BYTES,
+    ROOM_COVERS,
     TRACK_COVERS,
     cover_urls,
     delete_covers,
@@ -45,10 +46,11 @@ from spotik.timefmt import iso, now_iso
 from spotik.tracks import repository
 from spotik.tracks.audio import AudioInfo, InvalidAudio, probe
 from spotik.tracks.models import Track
+from spotik.tracks.repository import StoredFiles
 from spotik.tracks.schemas import formatted_file_size, queue_item, track_brief
 from spotik.tracks.streaming import resolve_inside
 from spotik.tracks.uploads import BodyTooLarge, FileRule, FileTooLarge, ReceivedFile, ReceivedForm, UploadError
-from spotik.validation import integer
+from spotik.validation import integer, parse_uuid
 
 VIEW_FORBIDDEN: Final = "You must be a participant of this room to view tracks"
 UPLOAD_FORBIDDEN: Final = "You must be a participant of this room to upload tracks"
@@ -84,6 +86,15 @@ async def require_member(session: AsyncSession, room_id: uuid.UUID, user_id: uui
         raise _forbidden(message)
 
 
+async def find_track(session: AsyncSession, track_id: object) -> Track:
+    """A track by its id as a client wrote it: an unknown or malformed id is a 404."""
+    parsed = parse_uuid(track_id)
+    found = await repository.get_track(session, parsed) if parsed else None
+    if found is None:
+        raise _not_found("Track not found")
+    return found
+
+
 def ensure_in_room(track: Track, room: Room) -> None:
     if track.room_id != room.id:
         raise _not_found(NOT_IN_ROOM)
@@ -113,11 +124,12 @@ async def list_queue(session: AsyncSession, *, room: Room, user: User, public_ro
     return {"tracks": items, "total_count": len(items)}
 
 
-async def search(session: AsyncSession, *, user: User, text: str | None, public_root: Path) -> dict[str, Any]:
-    """``GET /api/tracks?search=``: tracks of the caller's rooms by name (the client's TrackSearch).
-
-    The client reads ``data`` (an array); ``tracks``/``total_count`` are the track family's usual shape. Nothing
-    is listed without a search text (the client never asks with fewer than 2 characters).
+async def search(
+    session: AsyncSession, *, user: User, text: str | None, public_root: Path
+) -> tuple[list[dict[str, Any]], int]:
+    """``GET /api/tracks?search=``: tracks of the caller's rooms by name (the client's TrackSearch), at most
+    ``SEARCH_LIMIT`` of them, and how many matched. Nothing is listed without a search text (the client never asks
+    with fewer than 2 characters).
     """
     query = (text or "").replace("\x00", "").strip()  # PostgreSQL refuses NUL in text
     if len(query) > MAX_SEARCH_LENGTH:
@@ -126,12 +138,12 @@ async def search(session: AsyncSession, *, user: User, text: str | None, public_
             envelope=Envelope.B,
         )
     if not query:
-        return {"tracks": [], "total_count": 0, "data": []}
+        return [], 0
     tracks, total = await repository.search_member_tracks(session, user.id, query, limit=SEARCH_LIMIT)
     voted = await repository.voted_among(session, user.id, [track.id for track in tracks])
     covers = await _track_cover_urls(public_root, (track.id for track in tracks))
     items = [queue_item(t, user_has_voted=t.id in voted, cover_url=covers.get(t.id)) for t in tracks]
-    return {"tracks": items, "total_count": total, "data": items}
+    return items, total
 
 
 # --- upload ----------------------------------------------------------------------------------------------------
@@ -289,7 +301,8 @@ async def add_track(
     form: ReceivedForm,
     settings: Settings,
 ) -> dict[str, Any]:
-    """Validate, probe and publish an upload whose files sit in temporary files (the caller deletes leftovers).
+    """The new track's queue item: validate, probe and publish an upload whose files sit in temporary files (the
+    caller deletes leftovers).
 
     Order: validate the form → probe the audio (in a thread) → rename the files into place → insert and commit
     the row → publish ``track_added`` → start playback if the room is idle. A failure before the commit removes
@@ -349,31 +362,31 @@ async def add_track(
     position, total = await repository.queue_position(session, track)
     await bus.publish(track_added_event(track, item, user, position=position, total=total))
     await start_if_idle(session, bus, room_id=room.id, track=track)
-    return {"message": "Track uploaded successfully", "track": item}
+    return item
 
 
 # --- delete ----------------------------------------------------------------------------------------------------
 
 
-async def remove_track_files(settings: Settings, tracks: Iterable[Track]) -> None:
-    """Delete the audio files and covers of tracks whose rows are gone (also usable for a room's deletion).
+def remove_stored_files(settings: Settings, tracks: Iterable[StoredFiles], *, room_id: uuid.UUID | None = None) -> None:
+    """Delete the audio files and covers of tracks whose rows are gone (and the room's cover, for a room's deletion).
 
-    Blocking work, done in a thread. Only files inside the storage roots are touched (a row's ``file_path`` is
-    resolved like a client path: no ``..``, no absolute path, no symlink out of the root).
+    Blocking: run it in a thread. Only files inside the storage roots are touched: a row's ``file_path`` is resolved
+    like a client path (no ``..``, no absolute path, no symlink out of the root), whatever the database holds.
     """
-    listed = list(tracks)
-
-    def remove() -> None:
-        for track in listed:
-            try:
-                audio = _audio_path(settings, track)
-                if audio is not None:
-                    audio.unlink(missing_ok=True)
-                delete_covers(settings.public_root, TRACK_COVERS, track.id)
-            except OSError as exc:  # the row is gone already; a stray file is not worth failing the request
-                log.warning("track file removal failed", track_id=str(track.id), error=repr(exc))
-
-    await anyio.to_thread.run_sync(remove)
+    for track in tracks:
+        try:
+            audio = _audio_path(settings, track)
+            if audio is not None:
+                audio.unlink(missing_ok=True)
+            delete_covers(settings.public_root, TRACK_COVERS, track.id)
+        except OSError as exc:  # the row is gone already; a stray file is not worth failing the request
+            log.warning("track file removal failed", track_id=str(track.id), error=repr(exc))
+    if room_id is not None:
+        try:
+            delete_covers(settings.public_root, ROOM_COVERS, room_id)
+        except OSError as exc:
+            log.warning("room cover removal failed", room_id=str(room_id), error=repr(exc))
 
 
 async def delete_track(
@@ -404,7 +417,9 @@ async def delete_track(
     )
     if stopped is not None:
         await bus.publish(stopped)
-    await remove_track_files(settings, [track])
+    await anyio.to_thread.run_sync(
+        remove_stored_files, settings, [StoredFiles(track.id, track.file_path, track.filename)]
+    )
 
 
 # --- votes -----------------------------------------------------------------------------------------------------
@@ -473,7 +488,22 @@ async def _publish_vote_events(
         )
 
 
-async def vote(session: AsyncSession, bus: EventBus, *, room: Room, track: Track, user: User) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class VoteChange:
+    """The outcome of a vote or of its removal: whether it changed anything, and the track's score after it."""
+
+    user_has_voted: bool
+    changed: bool
+    vote_score: int
+
+    @property
+    def message(self) -> str:
+        if self.user_has_voted:
+            return "Vote added successfully" if self.changed else "Vote already exists"
+        return "Vote removed successfully" if self.changed else "No vote to remove"
+
+
+async def vote(session: AsyncSession, bus: EventBus, *, room: Room, track: Track, user: User) -> VoteChange:
     """One vote per (track, user): the insert and the score update commit together or not at all."""
     await require_member(session, room.id, user.id, VOTE_FORBIDDEN)
     ensure_in_room(track, room)
@@ -493,11 +523,10 @@ async def vote(session: AsyncSession, bus: EventBus, *, room: Room, track: Track
         raise _not_found("Track not found")
     if added:
         await _publish_vote_events(bus, room=room, track=track, user=user, score=score, added=True, queue=queue)
-    message = "Vote added successfully" if added else "Vote already exists"
-    return {"message": message, "vote_score": score, "user_has_voted": True}
+    return VoteChange(user_has_voted=True, changed=added, vote_score=score)
 
 
-async def unvote(session: AsyncSession, bus: EventBus, *, room: Room, track: Track, user: User) -> dict[str, Any]:
+async def unvote(session: AsyncSession, bus: EventBus, *, room: Room, track: Track, user: User) -> VoteChange:
     await require_member(session, room.id, user.id, UNVOTE_FORBIDDEN)
     ensure_in_room(track, room)
     removed = await repository.remove_vote(session, track.id, user.id)
@@ -510,14 +539,13 @@ async def unvote(session: AsyncSession, bus: EventBus, *, room: Room, track: Tra
         raise _not_found("Track not found")
     if removed:
         await _publish_vote_events(bus, room=room, track=track, user=user, score=score, added=False, queue=queue)
-    message = "Vote removed successfully" if removed else "No vote to remove"
-    return {"message": message, "vote_score": score, "user_has_voted": False}
+    return VoteChange(user_has_voted=False, changed=removed, vote_score=score)
 
 
 # --- audio files -----------------------------------------------------------------------------------------------
 
 
-def _audio_path(settings: Settings, track: Track) -> Path | None:
+def _audio_path(settings: Settings, track: Track | StoredFiles) -> Path | None:
     path = resolve_inside(settings.audio_root, track.file_path)
     if path is None:
         # Rows written by the Ruby backend store "./storage/tracks/<name>"; the file itself is tracks/<name>.

@@ -1,13 +1,7 @@
-"""The performance API and the live dashboard: one :class:`PerformanceApi` per app, subsystems plugged in through
-:class:`Subsystem` (see ``subsystems.py``)."""
+"""The performance API and the live dashboard: one :class:`PerformanceApi` per app (``AppState.performance``),
+subsystems plugged in through :class:`Subsystem` (see ``subsystems.py``), routes in ``router.py``."""
 
-from spotik.performance.api.router import PerformanceApi
-from spotik.performance.api.subsystems import (
-    CacheClearing,
-    ComponentHealth,
-    Subsystem,
-    SubsystemFactory,
-    SubsystemRegistry,
-)
+from spotik.performance.api.service import PerformanceApi
+from spotik.performance.api.subsystems import CacheClearing, ComponentHealth, Subsystem, SubsystemRegistry
 
-__all__ = ["CacheClearing", "ComponentHealth", "PerformanceApi", "Subsystem", "SubsystemFactory", "SubsystemRegistry"]
+__all__ = ["CacheClearing", "ComponentHealth", "PerformanceApi", "Subsystem", "SubsystemRegistry"]

@@ -16,22 +16,38 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import psutil
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from spotik.auth.repository import purge_expired_revocations
 from spotik.db.models import Base
 from spotik.performance.dbtiming import untracked
 from spotik.performance.metrics import pool_status
+from spotik.performance.monitor import Monitoring
 from spotik.realtime import protocol
-from spotik.state import AppState
+from spotik.realtime.gateway import Realtime
+from spotik.settings import Settings
 
-if TYPE_CHECKING:
-    from spotik.performance.monitor import Monitoring
+
+class Services(Protocol):
+    """What the subsystems read (``Services`` has it all)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def engine(self) -> AsyncEngine: ...
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]: ...
+    @property
+    def monitoring(self) -> Monitoring: ...
+    @property
+    def realtime(self) -> Realtime: ...
+
 
 Status = Literal["healthy", "degraded", "unhealthy"]
 Figure = float | int | str | None
@@ -95,32 +111,16 @@ class CacheClearing(Protocol):
         ...
 
 
-SubsystemFactory = Callable[[AppState, "Monitoring | None"], Subsystem]
-
-
 class SubsystemRegistry:
     """The subsystems of one app, in registration order (names unique)."""
 
     def __init__(self) -> None:
         self._subsystems: dict[str, Subsystem] = {}
-        self._factories: list[SubsystemFactory] = []
-        self._bound = False
 
     def register(self, subsystem: Subsystem) -> None:
         if subsystem.name in self._subsystems:
             raise ValueError(f"a subsystem named {subsystem.name!r} is already registered")
         self._subsystems[subsystem.name] = subsystem
-
-    def register_factory(self, factory: SubsystemFactory) -> None:
-        """A subsystem built from the app state once it exists (the first request after start-up)."""
-        self._factories.append(factory)
-
-    def bind(self, state: AppState, monitoring: Monitoring | None) -> None:
-        if self._bound:
-            return
-        self._bound = True
-        for factory in self._factories:
-            self.register(factory(state, monitoring))
 
     def get(self, name: str) -> Subsystem | None:
         return self._subsystems.get(name)
@@ -199,9 +199,9 @@ def _index_inventory(connection: Connection) -> dict[str, Any]:
 class DatabaseSubsystem:
     name = "database"
 
-    def __init__(self, state: AppState, monitoring: Monitoring | None) -> None:
+    def __init__(self, state: Services) -> None:
         self.state = state
-        self.monitoring = monitoring
+        self.monitoring: Monitoring | None = state.monitoring
         self._inventory: dict[str, Any] | None = None
 
     @property
@@ -349,7 +349,7 @@ class WebSocketSubsystem:
     FANOUT_QUEUES = 200
     FANOUT_EVENTS = 20
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: Services) -> None:
         self.state = state
 
     def _stats(self) -> dict[str, Any] | None:
@@ -446,9 +446,9 @@ class MemorySubsystem:
     name = "memory"
     ALLOCATIONS = 100_000
 
-    def __init__(self, state: AppState, monitoring: Monitoring | None) -> None:
+    def __init__(self, state: Services) -> None:
         self.state = state
-        self.monitoring = monitoring
+        self.monitoring: Monitoring | None = state.monitoring
         self.process = psutil.Process()
         settings = state.settings
         self.warning_mb = settings.memory_warning_mb
@@ -528,9 +528,5 @@ class MemorySubsystem:
         }
 
 
-def default_factories() -> list[SubsystemFactory]:
-    return [
-        DatabaseSubsystem,
-        lambda state, _monitoring: WebSocketSubsystem(state),
-        MemorySubsystem,
-    ]
+def default_subsystems(services: Services) -> list[Subsystem]:
+    return [DatabaseSubsystem(services), WebSocketSubsystem(services), MemorySubsystem(services)]

@@ -10,14 +10,13 @@ first two also exist as standalone middleware for when monitoring is switched of
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spotik.performance.dbtiming import REQUEST_QUERIES, QueryMonitor, RequestQueries
-from spotik.performance.memory import MemoryMonitor
+from spotik.performance.memory import MemorySampler
 from spotik.performance.metrics import Metrics
 from spotik.performance.middleware.gzip import Gzip, _GZipResponder
 from spotik.performance.middleware.security import SecurityHeaders
@@ -25,7 +24,6 @@ from spotik.performance.routes import route_template
 
 log = structlog.get_logger("spotik.performance.http")
 
-LifespanHook = Callable[[MutableMapping[str, Any]], None]
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -35,8 +33,7 @@ class RequestTimingMiddleware:
     ``X-Response-Time`` is the time to the response start (what the client waits for the headers); the histogram
     and the slow-request log use the time until the last body byte was handed to the server.
 
-    ``on_startup`` receives the lifespan state once start-up completed (how the monitoring finds the engine the
-    lifespan built). ``security`` adds the security headers; ``memory`` samples RSS around 1 request in N.
+    ``security`` adds the security headers; ``memory`` samples RSS around 1 request in N.
     """
 
     def __init__(
@@ -46,16 +43,14 @@ class RequestTimingMiddleware:
         metrics: Metrics,
         queries: QueryMonitor,
         slow_request_ms: float,
-        on_startup: LifespanHook | None = None,
         security: SecurityHeaders | None = None,
-        memory: MemoryMonitor | None = None,
+        memory: MemorySampler | None = None,
         gzip: Gzip | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.queries = queries
         self.slow_request_ms = slow_request_ms
-        self.on_startup = on_startup
         self.security = security
         self.gzip = gzip
         self.memory = memory if memory is not None and memory.sample_every > 0 else None
@@ -66,10 +61,7 @@ class RequestTimingMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "lifespan" and self.on_startup is not None:
-                await self.app(scope, receive, self._lifespan_send(scope, send))
-            else:
-                await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
             return
 
         started = time.perf_counter()
@@ -152,14 +144,3 @@ class RequestTimingMiddleware:
             db_queries=queries.count,
             db_ms=round(queries.total_ms, 3),
         )
-
-    def _lifespan_send(self, scope: Scope, send: Send) -> Send:
-        hook = self.on_startup
-        assert hook is not None
-
-        async def send_started(message: Message) -> None:
-            if message["type"] == "lifespan.startup.complete":
-                hook(scope.get("state") or {})
-            await send(message)
-
-        return send_started
