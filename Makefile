@@ -31,10 +31,12 @@ bench: $(BIN)/.installed
 bench-ws: $(BIN)/.installed
 	$(BIN)/python bench/realtime.py
 
+# ruff, mypy --strict, and the import contract (pyproject.toml [tool.importlinter]: layers, no cycles).
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) storage

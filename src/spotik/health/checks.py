@@ -9,14 +9,15 @@ from typing import Any
 
 from anyio import to_thread
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from spotik.state import AppState
+from spotik.settings import Settings
 
 
-async def check_database(state: AppState) -> dict[str, Any]:
+async def check_database(engine: AsyncEngine) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        async with state.engine.connect() as connection:
+        async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
         status, error = "healthy", None
     except Exception as exc:  # any failure to reach the database is what this check reports
@@ -25,7 +26,7 @@ async def check_database(state: AppState) -> dict[str, Any]:
         "status": status,
         "response_time": round((time.perf_counter() - started) * 1000, 2),
         "connection": "ok" if error is None else "failed",
-        "driver": state.engine.dialect.name,
+        "driver": engine.dialect.name,
     }
     if error:
         result["error"] = error
@@ -42,10 +43,10 @@ def _write_probe(directory: Path) -> None:
         probe.unlink(missing_ok=True)
 
 
-async def check_storage(state: AppState) -> dict[str, Any]:
+async def check_storage(settings: Settings) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        for directory in (state.settings.audio_root, state.settings.public_root):
+        for directory in (settings.audio_root, settings.public_root):
             await to_thread.run_sync(_write_probe, directory)
         status, error = "healthy", None
     except OSError as exc:
@@ -60,7 +61,7 @@ async def check_storage(state: AppState) -> dict[str, Any]:
     return result
 
 
-async def run_checks(state: AppState) -> tuple[str, dict[str, Any]]:
-    checks = {"database": await check_database(state), "storage": await check_storage(state)}
+async def run_checks(engine: AsyncEngine, settings: Settings) -> tuple[str, dict[str, Any]]:
+    checks = {"database": await check_database(engine), "storage": await check_storage(settings)}
     overall = "healthy" if all(c["status"] == "healthy" for c in checks.values()) else "unhealthy"
     return overall, checks

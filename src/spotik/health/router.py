@@ -31,7 +31,7 @@ async def server_time() -> JSONResponse:
 
 @router.get("/api/health")
 async def health(state: StateDep) -> JSONResponse:
-    status, checks = await run_checks(state)
+    status, checks = await run_checks(state.engine, state.settings)
     body = {"status": status, "timestamp": now_iso(), "checks": checks}
     return JSONResponse(body, status_code=200 if status == "healthy" else 503)
 
@@ -46,7 +46,7 @@ async def live(state: StateDep) -> JSONResponse:
 @router.get("/ready")
 async def ready(state: StateDep) -> JSONResponse:
     """Readiness: database reachable and storage writable, else 503 so a load balancer routes elsewhere."""
-    status, checks = await run_checks(state)
+    status, checks = await run_checks(state.engine, state.settings)
     ready_now = status == "healthy"
     body = {"ready": ready_now, "timestamp": now_iso(), "checks": {k: v["status"] for k, v in checks.items()}}
     return JSONResponse(body, status_code=200 if ready_now else 503)
