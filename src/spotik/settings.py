@@ -76,7 +76,6 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", validate_default=True)
 
     env: Environment = Field(default=Environment.DEVELOPMENT, validation_alias=AliasChoices("SPOTIK_ENV", "env"))
-    debug: bool = False
 
     # HTTP server
     host: str = "127.0.0.1"
@@ -133,8 +132,6 @@ class Settings(BaseSettings):
     ws_max_connections: int = Field(default=1000, ge=1)
     ws_ping_interval: float = Field(default=30.0, gt=0)  # s
     ws_activity_timeout: float = Field(default=600.0, gt=0)  # s
-    cache_enabled: bool = True
-    cache_ttl: int = Field(default=300, ge=0)  # s
     performance_admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Real time (/ws): limits, keepalive, queues, fan-out through Redis, memory monitor

@@ -22,7 +22,7 @@ SEED_VARIABLES = (
     "JWT_SECRET",
     "SLOW_QUERY_THRESHOLD",
     "WS_MAX_CONNECTIONS",
-    "CACHE_TTL",
+    "WS_PING_INTERVAL",
     "MAX_REQUESTS_PER_HOUR",
     "REDIS_URL",
     "JWT_TTL",
@@ -68,11 +68,12 @@ def test_environment_variables_win_over_yaml(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("DB_POOL_MAX", "42")
     monkeypatch.setenv("SLOW_QUERY_THRESHOLD", "123")
     monkeypatch.setenv("WS_MAX_CONNECTIONS", "10000")
-    monkeypatch.setenv("CACHE_TTL", "7")
+    monkeypatch.setenv("WS_PING_INTERVAL", "7")
     monkeypatch.setenv("MAX_REQUESTS_PER_HOUR", "99")
     settings = Settings()
     assert settings.db_pool_max == 42 and settings.slow_query_threshold == 123
-    assert settings.ws_max_connections == 10000 and settings.cache_ttl == 7 and settings.max_requests_per_hour == 99
+    assert settings.ws_max_connections == 10000 and settings.ws_ping_interval == 7
+    assert settings.max_requests_per_hour == 99
 
 
 def test_list_settings_accept_comma_separated_environment_values(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,3 +151,16 @@ def test_invalid_settings_stop_start_up_with_one_clear_line(env: dict[str, str],
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(expected), lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_every_setting_is_read_somewhere() -> None:
+    """A setting that nothing reads misleads operators: each field is used outside the settings module."""
+    source = Path(__file__).resolve().parents[2] / "src" / "spotik"
+    code = "\n".join(p.read_text(encoding="utf-8") for p in source.rglob("*.py") if p.name != "settings.py")
+    settings_module = (source / "settings.py").read_text(encoding="utf-8")
+    unread = [
+        name
+        for name in Settings.model_fields
+        if f".{name}" not in code and f"self.{name}" not in settings_module and f"{name}=" not in code
+    ]
+    assert unread == []
