@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from benchtools import clean_environment, free_port, pin_to, stop_process
+from spotikbench.tools import clean_environment, free_port, pin_to, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "bench" / "reports"
