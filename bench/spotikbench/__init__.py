@@ -8,7 +8,8 @@ Shared by every benchmark:
   distributions;
 * ``servers``: ``spotik serve`` and the baseline apps as processes on loopback (readiness, RSS, CPU, log);
 * ``services``: the PostgreSQL database created for a run, Redis checks and clean-up;
-* ``report``: where reports go, their stamp and machine description, writing and showing JSON + Markdown.
+* ``report``: where reports go, their stamp and machine description, writing and showing JSON + Markdown;
+* ``load``: ``wrk`` and the httpx2 loop as load generators.
 
 The real-time bench (``realtime``: options and ``main``):
 
@@ -19,4 +20,6 @@ The real-time bench (``realtime``: options and ``main``):
 * ``memory``, ``latency``: the measurements;
 * ``phases``: the run, one phase per app and set-up;
 * ``realtime_report``: targets, Markdown and JSON.
+
+The middleware overhead bench: ``overhead`` (options, server pairs, rounds, summary, report, ``main``).
 """
