@@ -18,7 +18,16 @@ from typing import Any
 
 import psutil
 
-from spotikbench.apps import baseline_target, baseline_trigger, spotik_gc_pauses, spotik_target, spotik_vote_trigger
+from spotikbench.apps import (
+    GcPauses,
+    MakeTrigger,
+    Target,
+    baseline_target,
+    baseline_trigger,
+    spotik_gc_pauses,
+    spotik_target,
+    spotik_vote_trigger,
+)
 from spotikbench.clients import SourceAddresses, Workers
 from spotikbench.fixtures import spotik_setup
 from spotikbench.latency import latency_phase, probe_spotik
@@ -98,6 +107,36 @@ def spotik_frame_bytes(run: Run) -> int:
     return max(sizes, default=0) or 800
 
 
+async def memory_section(run: Run, workers: Workers, app: str, target: Target, server: ServerProcess) -> None:
+    """``app``'s memory figures on one instance; when they fail, the failure is recorded, every socket closed,
+    and the phase goes on."""
+    args = run.args
+    try:
+        run.results[app]["memory"] = await memory_phase(workers, target, server, args.sizes, args, run.addresses)
+    except Exception as exc:
+        run.record_failure(f"{app} memory", exc, [server])
+        await workers.call_all("close_all", concurrency=args.concurrency * 2)
+
+
+async def latency_section(
+    run: Run,
+    workers: Workers,
+    app: str,
+    target: Target,
+    server: ServerProcess,
+    trigger: MakeTrigger,
+    gc_pauses: GcPauses | None = None,
+) -> None:
+    """``app``'s latency figures on one instance; when they fail, the failure is recorded and the phase goes on."""
+    args = run.args
+    try:
+        run.results[app]["latency"] = await latency_phase(
+            workers, target, [server], args.subscribers, trigger, args, run.addresses, "1 instance", gc_pauses
+        )
+    except Exception as exc:
+        run.record_failure(f"{app} latency", exc, [server])
+
+
 async def phase_spotik(run: Run, workers: Workers) -> None:
     args = run.args
     section = run.results.setdefault("spotik", {})
@@ -112,12 +151,7 @@ async def phase_spotik(run: Run, workers: Workers) -> None:
             f"[spotik] setup: {args.users} users, {rooms} rooms, {fixture.rest_joins} REST joins in {fixture.setup_s} s"
         )
         if args.sizes:
-            target = spotik_target(fixture, args.room_size, memory=True)
-            try:
-                section["memory"] = await memory_phase(workers, target, server, args.sizes, args, run.addresses)
-            except Exception as exc:
-                run.record_failure("spotik memory", exc, [server])
-                await workers.call_all("close_all", concurrency=args.concurrency * 2)
+            await memory_section(run, workers, "spotik", spotik_target(fixture, args.room_size, memory=True), server)
         try:
             section["probe"] = await probe_spotik(server, fixture)
             say(
@@ -127,21 +161,15 @@ async def phase_spotik(run: Run, workers: Workers) -> None:
         except Exception as exc:
             run.record_failure("spotik probe", exc, [server])
         if args.subscribers:
-            target = spotik_target(fixture, args.room_size, memory=False)
-            try:
-                section["latency"] = await latency_phase(
-                    workers,
-                    target,
-                    [server],
-                    args.subscribers,
-                    spotik_vote_trigger(server, fixture),
-                    args,
-                    run.addresses,
-                    "1 instance",
-                    spotik_gc_pauses(server, fixture),
-                )
-            except Exception as exc:
-                run.record_failure("spotik latency", exc, [server])
+            await latency_section(
+                run,
+                workers,
+                "spotik",
+                spotik_target(fixture, args.room_size, memory=False),
+                server,
+                spotik_vote_trigger(server, fixture),
+                spotik_gc_pauses(server, fixture),
+            )
         section["server_log_problems"] = server.log_problems()
         run.timings["spotik single instance"] = round(time.monotonic() - started, 1)
     finally:
@@ -201,25 +229,10 @@ async def phase_baseline(run: Run, workers: Workers) -> None:
     try:
         target = baseline_target("baseline")
         if args.sizes:
-            try:
-                section["memory"] = await memory_phase(workers, target, server, args.sizes, args, run.addresses)
-            except Exception as exc:
-                run.record_failure("baseline memory", exc, [server])
-                await workers.call_all("close_all", concurrency=args.concurrency * 2)
+            await memory_section(run, workers, "baseline", target, server)
         if args.subscribers:
-            try:
-                section["latency"] = await latency_phase(
-                    workers,
-                    target,
-                    [server],
-                    args.subscribers,
-                    baseline_trigger(server, lambda: spotik_frame_bytes(run), run.baseline_serial),
-                    args,
-                    run.addresses,
-                    "1 instance",
-                )
-            except Exception as exc:
-                run.record_failure("baseline latency", exc, [server])
+            trigger = baseline_trigger(server, lambda: spotik_frame_bytes(run), run.baseline_serial)
+            await latency_section(run, workers, "baseline", target, server, trigger)
         section["server_log_problems"] = server.log_problems()
     finally:
         run.stop(server)
