@@ -1,8 +1,8 @@
-"""Errors and their JSON envelopes (contract D9), built in one place.
+"""Errors and their JSON envelopes (docs/decisions.md#d9), built in one place.
 
-Two envelopes exist (contract §0): envelope A ``{success:false, message, error?, errors?}`` for auth, rooms,
-playback, genres, playlists and framework errors; envelope B ``{error, message?, errors?}`` for tracks, votes,
-files and covers. Services raise ``ApiError`` subclasses; the handlers in ``spotik.app`` render them.
+Two envelopes exist (docs/api.md#response-envelopes): envelope A ``{success:false, message, error?, errors?}`` for
+auth, rooms, playback, genres, playlists and framework errors; envelope B ``{error, message?, errors?}`` for tracks,
+votes, files and covers. Services raise ``ApiError`` subclasses; the handlers in ``spotik.app`` render them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """One settings object: embedded defaults < config/*.yml < environment variables < explicit arguments.
 
-Environment variables use the seed's and the Laravel backend's names (``JWT_SECRET``, ``DB_POOL_MAX``,
-``SLOW_QUERY_THRESHOLD`` …): each setting's environment variable is its field name in upper case. The
-environment is chosen by ``SPOTIK_ENV`` (development, testing, production).
+Environment variables keep the names of the Laravel backend (``JWT_SECRET``, ``DB_HOST`` …) and of the settings
+files Spotik started from (``DB_POOL_MAX``, ``SLOW_QUERY_THRESHOLD`` …): each setting's environment variable is its
+field name in upper case. The environment is chosen by ``SPOTIK_ENV`` (development, testing, production).
 
-YAML layering, later wins: ``default.yml``; the seed's ``performance.yml``, ``cache.yml`` and ``database.yml``
+YAML layering, later wins: ``default.yml``; the per-topic ``performance.yml``, ``cache.yml`` and ``database.yml``
 (each with a ``default:`` section and one section per environment); then ``<env>.yml``.
 """
 
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "console"] = "console"
 
-    # Monitoring and protection (the seed's names)
+    # Monitoring and protection (names kept from the settings files Spotik started from)
     enable_performance_monitoring: bool = True
     slow_query_threshold: float = Field(default=1000.0, gt=0)  # ms
     slow_request_threshold: float = Field(default=2000.0, gt=0)  # ms

@@ -1,4 +1,5 @@
-"""Timestamps as the contract writes them (D2): ISO-8601 UTC with microseconds and ``Z``."""
+"""Timestamps as the API writes them (docs/api.md#conventions, docs/decisions.md#d2): ISO-8601 UTC with microseconds
+and ``Z``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Auth as contract §2.2, §5 and D6, on SQLite and PostgreSQL."""
+"""Auth as docs/api.md#auth, docs/api.md#authentication and docs/decisions.md#d6 describe it, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 

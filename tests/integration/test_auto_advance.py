@@ -1,4 +1,4 @@
-"""Server-driven playback (contract D5): the scheduler advances rooms whose track has ended.
+"""Server-driven playback (docs/decisions.md#d5): the scheduler advances rooms whose track has ended.
 
 Every wait is for an outcome — an event seen on a bus subscriber, or a number of completed scheduler passes —
 bounded by ``asyncio.wait_for``; nothing sleeps to let time pass. Tracks that must end "already" get a virtual

@@ -1,4 +1,4 @@
-"""Room covers and the public storage route (contract §2.3 cover, §2.9, §6.3), on SQLite and PostgreSQL.
+"""Room covers and the public storage route (docs/api.md#room-covers-and-public-storage), on SQLite and PostgreSQL.
 
 The images are real: a PNG written with zlib/struct, a baseline JPEG written marker by marker, and the 1x1 WebP
 files browsers' feature tests use (all three decode with ffmpeg).

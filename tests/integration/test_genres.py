@@ -1,4 +1,4 @@
-"""Genres as contract §2.10 (envelope A), on SQLite and PostgreSQL."""
+"""Genres as docs/api.md#genres describes them (envelope A), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

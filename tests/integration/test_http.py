@@ -1,4 +1,5 @@
-"""Errors in the contract's envelopes (D9), CORS (D12), request ids, health and time."""
+"""Errors in their envelopes (docs/api.md#errors, docs/decisions.md#d9), CORS (docs/decisions.md#d12), request ids,
+health and time."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The performance API (contract D1, D10): every endpoint, its authorization, health codes, metrics shapes, Laravel's
-``/api/metrics`` after traffic, the subsystem plug-in interface and the dashboard page's CSP.
+"""The performance API (docs/decisions.md#d1, docs/decisions.md#d10): every endpoint, its authorization, health
+codes, metrics shapes, Laravel's ``/api/metrics`` after traffic, the subsystem plug-in interface and the dashboard
+page's CSP.
 
 """
 
@@ -166,7 +167,7 @@ async def test_an_unhealthy_component_makes_health_a_503_and_raises_one_alert(
 
 
 class FakeCache:
-    """A real subsystem implementation standing in for the caching service (a later issue): it shows that a
+    """A real subsystem implementation standing in for a caching service (Spotik has none yet): it shows that a
     subsystem joins by registering one object."""
 
     name = "cache"

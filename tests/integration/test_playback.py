@@ -1,4 +1,5 @@
-"""Playback endpoints (contract §2.6, §3.4, D2, D4): authorization, preconditions, clock arithmetic, events.
+"""Playback endpoints (docs/api.md#playback, docs/api.md#playback-clock, docs/decisions.md#d2, docs/decisions.md#d4):
+authorization, preconditions, clock arithmetic, events.
 
 Rooms, memberships and tracks are inserted as rows (playback needs no audio files); users come from the API.
 Positions are checked against the timestamps the server stored, never against sleeps.
@@ -359,7 +360,7 @@ async def test_play_starts_the_track_now(client: httpx2.AsyncClient, world: Worl
     assert before <= started_at <= parse_iso(data["server_time"]) <= after
     room = await world.room()
     assert room.current_track_id == track_id and room.is_playing is True and room.playback_paused_at is None
-    assert room.playback_started_at == started_at  # stored to the microsecond (D2)
+    assert room.playback_started_at == started_at  # stored to the microsecond (docs/decisions.md#d2)
     [event] = events
     assert event.type == "playback_started" and event.room_id == world.room_id
     assert BASE_EVENT_FIELDS <= set(event.data)
@@ -442,13 +443,14 @@ async def test_resume_shifts_the_virtual_start_by_the_pause(
     resumed_at = parse_iso(data["resumed_at"])
     room = await world.room()
     assert room.is_playing is True and room.playback_paused_at is None
-    # S := S + (R − P): the intended semantics, not Laravel's sign bug (§9.13).
+    # S := S + (R − P): the intended semantics, not Laravel's sign bug (docs/decisions.md#b13).
     assert room.playback_started_at == virtual_start + (resumed_at - paused_at)
     status = (await client.get(world.url("/playback/status"), headers=world.member.headers)).json()["data"]
     assert 60.0 <= status["position"] < 60.0 + (parse_iso(status["server_time"]) - resumed_at).total_seconds() + 1e-3
     [event] = events
     assert event.type == "playback_resumed" and BASE_EVENT_FIELDS <= set(event.data)
-    # The client adds `position` to now − playback_started_at: it must get the resume instant (§4.5).
+    # The client adds `position` to now − playback_started_at: it must get the resume instant
+    # (docs/api.md#position-arithmetic).
     assert event.data["resumed_at"] == event.data["playback_started_at"] == data["resumed_at"]
     assert event.data["position"] == 60.0 and event.data["is_playing"] is True
     assert event.data["playback_paused_at"] is None

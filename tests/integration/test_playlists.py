@@ -1,4 +1,5 @@
-"""Playlists as contract §2.11/§2.12 (envelope A), on SQLite and PostgreSQL."""
+"""Playlists as docs/api.md#playlists and docs/api.md#resource-shapes describe them (envelope A), on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ async def test_health_probes_and_metrics_are_never_limited(sqlite_url: str, tmp_
 
 
 async def test_a_429_is_readable_by_browsers(sqlite_url: str, tmp_path: Path) -> None:
-    """CORS wraps the rate limiter (contract D12: error responses carry CORS headers too)."""
+    """CORS wraps the rate limiter (docs/decisions.md#d12: error responses carry CORS headers too)."""
     async with running_app(limited(sqlite_url, tmp_path, max_requests_per_hour=1)) as running:
         await running.client.get("/api/ping")
         refused = await running.client.get("/api/ping", headers={"Origin": "http://127.0.0.1:3000"})
@@ -326,7 +326,7 @@ async def test_local_counters_expire_and_are_swept() -> None:
 
 
 async def test_the_gateways_upgrades_are_rate_limited_too(sqlite_url: str, tmp_path: Path) -> None:
-    """``/ws`` skips the HTTP stack (spotik.app.Spotik) but not the limiter."""
+    """``/ws`` skips the HTTP stack (spotik.state.SpotikApp) but not the limiter."""
     settings = limited(sqlite_url, tmp_path, max_requests_per_hour=2)
     async with running_app(settings) as running:
         await running.client.get("/api/ping")

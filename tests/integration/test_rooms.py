@@ -1,4 +1,4 @@
-"""Rooms and membership (contract §2.3, D4, D11), on SQLite and PostgreSQL."""
+"""Rooms and membership (docs/api.md#rooms, docs/decisions.md#d4, docs/decisions.md#d11), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ async def test_create_room_makes_the_creator_administrator_and_participant(
     assert room["is_playing"] is False and room["current_track"] is None and room["cover_url"] is None
     assert room["current_playback_position"] == 0
     assert "track_queue" not in room
-    assert room["user"]["id"] == admin.id  # the client compares vote authors with currentRoom.user.id (§9.6)
+    assert room["user"]["id"] == admin.id  # the client compares voters with currentRoom.user.id (docs/decisions.md#b6)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The migrated schema is the Laravel one (plus D7's additions) and matches the ORM models, on both databases."""
+"""The migrated schema is the Laravel one (plus the additions of docs/decisions.md#d7) and matches the ORM models, on
+both databases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Streaming uploaded audio back (contract §2.4 stream, /api/audio, D8): members only, ranges, caching, safe paths."""
+"""Streaming uploaded audio back (docs/api.md#audio-streaming, docs/decisions.md#d8): members only, ranges, caching,
+safe paths."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Track list, upload and deletion (contract §2.4, §3.1, D4, D5, D8), on SQLite and PostgreSQL."""
+"""Track list, upload and deletion (docs/api.md#tracks, docs/api.md#queue-order, docs/decisions.md#d4,
+docs/decisions.md#d5, docs/decisions.md#d8), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

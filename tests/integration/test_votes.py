@@ -1,4 +1,5 @@
-"""Votes (contract §2.5, §3.2, D4, D7): one vote per (track, user), vote_score == count(track_votes) always."""
+"""Votes (docs/api.md#votes, docs/decisions.md#d4, docs/decisions.md#d7): one vote per (track, user),
+vote_score == count(track_votes) always."""
 
 from __future__ import annotations
 

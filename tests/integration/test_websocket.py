@@ -1,5 +1,6 @@
-"""The WebSocket gateway in process (contract D3, D4, §4.2): handshake, every message type, every error and close
-code, limits, queues, stale cleanup and graceful shutdown — with real WebSocket clients, on SQLite and PostgreSQL."""
+"""The WebSocket gateway in process (docs/api.md#websocket, docs/decisions.md#d3, docs/decisions.md#d4): handshake,
+every message type, every error and close code, limits, queues, stale cleanup and graceful shutdown — with real
+WebSocket clients, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -387,7 +388,7 @@ async def test_leave_room_keeps_the_membership(settings: Settings) -> None:
             assert gone["data"]["user"]["id"] == member.id and gone["data"]["websocket_connections"] == 1
             await ws.send_text(send("leave_room"))  # again: still fine
             assert (await receive(ws))["data"]["room_id"] is None
-            # the leaver no longer gets the room's events; the membership is untouched (D3)
+            # the leaver no longer gets the room's events; the membership is untouched (docs/decisions.md#d3)
             await env.client.put(f"/api/rooms/{room}", json={"name": "Renamed"}, headers=admin.headers)
             await receive_type(admin_ws, "room_updated")
             await ws.send_text(send("ping"))

@@ -1,5 +1,6 @@
 """Follow-up messages for the original web client (spotik.realtime.compat), which ignores ``playback_stopped``,
-``playback_seeked`` and ``room_updated``: each is followed by a message its handlers do read (contract §4.3)."""
+``playback_seeked`` and ``room_updated``: each is followed by a message its handlers do read
+(docs/api.md#follow-ups-for-the-original-web-client)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The playback clock's pure arithmetic (contract §3.4, intended semantics) and the scheduler's timing helpers."""
+"""The playback clock's pure arithmetic (docs/api.md#playback-clock, the intended semantics) and the scheduler's
+timing helpers."""
 
 from __future__ import annotations
 

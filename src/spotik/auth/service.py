@@ -1,4 +1,5 @@
-"""Registration, login, token refresh and revocation (contract §2.2, §5, D6)."""
+"""Registration, login, token refresh and revocation (docs/api.md#auth, docs/api.md#authentication,
+docs/decisions.md#d6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Room cover upload and the public storage route (contract §2.3 cover, §2.9), envelope B."""
+"""Room cover upload and the public storage route (docs/api.md#room-covers-and-public-storage), envelope B."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Room covers (contract §2.3 cover, §6.3): administrator-only upload, by file or data URL, stored on the public disk.
+"""Room covers (docs/api.md#room-covers-and-public-storage): administrator-only upload, by file or data URL, stored
+on the public disk.
 
-The original HEAD let any authenticated user replace any room's cover (§9.18); here, as in 977f1d1, only the
+The Laravel backend let any authenticated user replace any room's cover (docs/decisions.md#b18); here only the
 room's administrator may. The image type is decided from the content, never from the file name or declared MIME
 type, and the Laravel rule messages are kept (``image``, ``mimes:jpg,jpeg,png,webp``, ``max:5120``).
 """

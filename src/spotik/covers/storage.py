@@ -1,4 +1,5 @@
-"""Cover images on the public disk (contract §6.3): ``room_covers/<room_id>.<ext>``, ``track_covers/<track_id>.<ext>``.
+"""Cover images on the public disk (docs/api.md#room-covers-and-public-storage): ``room_covers/<room_id>.<ext>``,
+``track_covers/<track_id>.<ext>``.
 
 URLs are ``/api/storage/<dir>/<id>.<ext>``. Lookups list a directory once per request instead of probing every
 extension of every id (the Laravel backend stat'ed up to four paths per serialised room).

@@ -62,8 +62,8 @@ def utcnow_seconds() -> datetime:
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in Python, naive UTC values in the database (Laravel's ``timestamp without time zone``).
 
-    ``precision`` is the PostgreSQL fractional-second precision: 0 for the Laravel columns, 6 where the contract
-    allows sub-second playback instants.
+    ``precision`` is the PostgreSQL fractional-second precision: 0 for the Laravel columns, 6 for the sub-second
+    playback instants Spotik adds (docs/decisions.md#d7).
     """
 
     impl = DateTime

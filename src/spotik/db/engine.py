@@ -38,7 +38,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         return engine
     return create_async_engine(
         url,
-        # The seed's "max connections" is a hard ceiling: the whole pool, no overflow beyond it.
+        # DB_POOL_MAX ("max connections") is a hard ceiling: the whole pool, no overflow beyond it.
         pool_size=settings.db_pool_max,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout,

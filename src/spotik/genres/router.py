@@ -1,4 +1,4 @@
-"""``/api/genres`` (contract §2.10), envelope A. Listing is public; the rest needs an authenticated user."""
+"""``/api/genres`` (docs/api.md#genres), envelope A. Listing is public; the rest needs an authenticated user."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Genres (contract §2.10): listing with track counts, popular genres, and CRUD with Laravel's validation.
+"""Genres (docs/api.md#genres): listing with track counts, popular genres, and CRUD with Laravel's validation.
 
 Who may write: any authenticated user, as in the original. The schema has no roles and genres have no owner, the
 web client offers genre management to every user, and the damage one user can do is bounded: a genre that tracks

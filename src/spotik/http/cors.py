@@ -1,4 +1,4 @@
-"""CORS (contract D12) on Starlette's pure-ASGI CORSMiddleware, with the origin list from settings."""
+"""CORS (docs/decisions.md#d12) on Starlette's pure-ASGI CORSMiddleware, with the origin list from settings."""
 
 from __future__ import annotations
 

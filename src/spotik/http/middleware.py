@@ -1,4 +1,4 @@
-"""Pure ASGI middleware of the foundation: request ids and the last-resort error handler.
+"""Pure ASGI middleware of the core HTTP stack: request ids and the last-resort error handler.
 
 (The monitoring stack — timing, rate limits, security headers, gzip — lives in ``spotik.performance``.)
 """
@@ -56,7 +56,7 @@ class RequestIdMiddleware:
 
 
 class UnhandledErrorMiddleware:
-    """Turns an unexpected exception into a 500 in the contract's envelope: a request id, never a trace.
+    """Turns an unexpected exception into a 500 in envelope A (docs/api.md#errors): a request id, never a trace.
 
     It sits inside the CORS middleware so that browsers can read the error too.
     """

@@ -1,4 +1,5 @@
-"""Success envelopes (contract §0): envelope A ``{success, message, data?}``; envelope B is a bare object."""
+"""Success envelopes (docs/api.md#response-envelopes): envelope A ``{success, message, data?}``; envelope B is a bare
+object."""
 
 from __future__ import annotations
 

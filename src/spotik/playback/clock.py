@@ -1,4 +1,5 @@
-"""The playback clock: pure arithmetic on a room's playback columns (contract §3.4, the *intended* semantics).
+"""The playback clock: pure arithmetic on a room's playback columns (docs/api.md#playback-clock, the *intended*
+semantics).
 
 A room's playback is four columns: ``current_track_id``, ``playback_started_at`` (S), ``playback_paused_at`` (P)
 and ``is_playing``. S is the *virtual start*: the instant the track would have started had it never been paused or
@@ -7,7 +8,7 @@ sought, so that
 * while playing, position = now − S;
 * while paused, position = P − S;
 * resuming at R moves the virtual start forward by the pause length: S := S + (R − P), P := null
-  (Laravel got the sign wrong, §9.13; we do not reproduce that);
+  (Laravel got the sign wrong, docs/decisions.md#b13; we do not reproduce that);
 * seeking to x at instant N: S := N − x, and P := N if paused (so P − S = x);
 * the current track is over once now ≥ S + duration while playing; paused rooms are never due.
 

@@ -1,4 +1,4 @@
-"""Server-driven track ends (contract D5): one supervised background task per process.
+"""Server-driven track ends (docs/decisions.md#d5): one supervised background task per process.
 
 Each pass runs **one** query over the playing rooms, ordered by when their current track ends (S + duration),
 advances the rooms whose track has ended (``service.advance_if_due``, a compare-and-set, so when several

@@ -1,14 +1,15 @@
-"""Playback shapes: the ``data`` of the REST responses (contract §2.6, L column) and the event payloads (§4.5).
+"""Playback shapes: the ``data`` of the REST responses (docs/api.md#playback, as the Laravel backend answers) and the
+event payloads (docs/api.md#event-payloads).
 
 Every event payload carries ``room_id``, ``server_time``, ``timestamp`` and the room's playback fields
 (``is_playing``, ``current_track``, ``playback_started_at``, ``playback_paused_at``), plus the union of the
 names both client variants read (``started_at``/``playback_started_at``, ``paused_at``/``playback_paused_at``,
 ``position``/``current_position``, ``next_track``/``new_track``).
 
-Position semantics the web client depends on (§4.5): it computes ``position + (now − started_at)`` whenever
-``position > 0``. So events that describe a track *playing from its start* carry ``position: 0``, and
-``playback_resumed`` carries the resume instant as ``playback_started_at`` together with the paused position
-(never the pause-adjusted virtual start, which would count the position twice).
+Position semantics the web client depends on (docs/api.md#position-arithmetic): it computes
+``position + (now − started_at)`` whenever ``position > 0``. So events that describe a track *playing from its
+start* carry ``position: 0``, and ``playback_resumed`` carries the resume instant as ``playback_started_at``
+together with the paused position (never the pause-adjusted virtual start, which would count the position twice).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Server-driven playback (contract §2.6, §3.4, D4, D5).
+"""Server-driven playback (docs/api.md#playback, docs/api.md#playback-clock, docs/decisions.md#d4,
+docs/decisions.md#d5).
 
 State lives in the room row: ``current_track_id``, ``playback_started_at`` (S, the pause-adjusted virtual start),
 ``playback_paused_at`` (P) and ``is_playing``; the arithmetic is in ``spotik.playback.clock``.
@@ -46,7 +47,7 @@ MAX_ATTEMPTS = 5
 PLAYBACK_EVENT_TYPES = frozenset(event.value for event in PlaybackEvent)
 
 
-# --- errors (contract §2.6 wording) ---------------------------------------------------------------------------
+# --- errors (the wording of docs/api.md#playback) -------------------------------------------------------------
 
 
 def no_active_playback() -> BadRequest:

@@ -1,4 +1,4 @@
-"""``/api/playlists`` (contract §2.11), envelope A, authenticated."""
+"""``/api/playlists`` (docs/api.md#playlists), envelope A, authenticated."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Playlist shape (Laravel's PlaylistResource, contract §2.12) plus ``creator``: the client reads
-``playlist.creator`` (§9.8), which the original never sent. Each track is a TrackResource with its ``position``."""
+"""Playlist shape (Laravel's PlaylistResource, docs/api.md#resource-shapes) plus ``creator``: the client reads
+``playlist.creator`` (docs/decisions.md#b8), which the original never sent. Each track is a TrackResource with its
+``position``."""
 
 from __future__ import annotations
 

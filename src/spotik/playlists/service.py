@@ -1,4 +1,4 @@
-"""Playlists (contract §2.11): the viewer's own and public playlists, owner-only changes, ordered tracks.
+"""Playlists (docs/api.md#playlists): the viewer's own and public playlists, owner-only changes, ordered tracks.
 
 Positions form a list: entries are numbered 0..n-1 in order. Adding at ``position`` p (clamped to 0..n) inserts
 before the entry that was at p and moves the later ones down by one; without a position the track is appended

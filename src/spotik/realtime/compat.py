@@ -1,4 +1,5 @@
-"""Follow-up messages for the original web client (contract §4.3), which ignores some of the D4 events.
+"""Follow-up messages for the original web client (docs/api.md#follow-ups-for-the-original-web-client), which
+ignores some of the room events (docs/decisions.md#d4).
 
 The Vue client's native-mode handler has no case for ``playback_stopped``, ``playback_seeked`` or ``room_updated``:
 an administrator's stop would leave every listener's audio playing, a seek would move nobody, and a rename or a new
@@ -10,7 +11,7 @@ message the client does handle that produces the same state:
   ``now − playback_started_at``), or ``playback_paused`` with the new position while paused;
 * ``room_updated`` → ``room_state_updated {room}`` (the client merges ``room`` into the room it shows).
 
-Every follow-up carries ``follows: <event type>`` so that a client that handles the D4 event itself can skip it.
+Every follow-up carries ``follows: <event type>`` so that a client that handles that event type itself can skip it.
 ``track_removed`` has no counterpart in the client (it never removes a queue entry on an event); removing the
 playing track also stops playback, which is covered above. ``WS_CLIENT_COMPAT_EVENTS=false`` switches this off.
 """

@@ -1,4 +1,4 @@
-"""``Realtime``: the app-scoped real-time gateway (contract D3, D4; issue 4).
+"""``Realtime``: the app-scoped real-time gateway (docs/api.md#websocket, docs/decisions.md#d3, docs/decisions.md#d4).
 
 One object per app: the connection registry, the broker (in-process, or Redis pub/sub across instances), presence,
 the stale-connection janitor and the memory monitor. The lifespan builds it, ``start()``s it and ``stop()``s it

@@ -1,10 +1,10 @@
 """Stale-connection cleanup: close and forget connections from which nothing has arrived for too long.
 
 "Nothing has arrived" means no message *and* no keepalive pong (see ``Connection.last_activity``): a browser that
-only listens answers the server's protocol pings, so it is never closed for being old or quiet (the original muted
-connections older than five minutes — contract §9.30). Under uvicorn a peer that stops answering pings is already
-dropped by uvicorn's own keepalive (``ws_ping_interval`` + ``ws_ping_timeout``); the sweep is the backstop for
-servers without keepalive and for sockets that stay open without traffic in either direction.
+only listens answers the server's protocol pings, so it is never closed for being old or quiet (the Ruby rewrite
+muted connections older than five minutes — docs/decisions.md#b30). Under uvicorn a peer that stops answering pings
+is already dropped by uvicorn's own keepalive (``ws_ping_interval`` + ``ws_ping_timeout``); the sweep is the
+backstop for servers without keepalive and for sockets that stay open without traffic in either direction.
 
 A sweep is bounded in time: it checks connections in slices, yields to the loop between slices, and stops when its
 time budget is spent; the next sweep resumes where it stopped.

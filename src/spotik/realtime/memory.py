@@ -16,7 +16,7 @@ off the hot path.
   So RSS stays above a cold start after a burst, at the same level burst after burst; ``heap()`` (Python's live
   blocks, malloc's bytes in use) is what shows whether anything was left behind.
 * A full collection stalls the loop in proportion to the number of live objects (about 200 ms with a million live
-  dicts — STACK.md), so it runs only under memory pressure (level warning or critical) and at most once every
+  dicts), so it runs only under memory pressure (level warning or critical) and at most once every
   ``gc_full_min_interval`` seconds (30 min).
 
 Each collection's pause and RSS before/after are recorded, so ``status()`` shows what the policy actually buys.

@@ -1,8 +1,9 @@
-"""The WebSocket protocol of contract D3 / §4.2: envelopes, message types and close codes, in one place.
+"""The WebSocket protocol (docs/api.md#websocket, docs/decisions.md#d3): envelopes, message types and close codes,
+in one place.
 
-Server → client frames are ``{type, data, timestamp}`` (text frames, JSON, timestamps per D2); client → server frames
-are ``{type, data}``. Every frame is encoded once with orjson and the same ``Outgoing`` object is queued to every
-socket that should receive it, so a broadcast to a thousand sockets costs one encoding.
+Server → client frames are ``{type, data, timestamp}`` (text frames, JSON, timestamps per docs/decisions.md#d2);
+client → server frames are ``{type, data}``. Every frame is encoded once with orjson and the same ``Outgoing``
+object is queued to every socket that should receive it, so a broadcast to a thousand sockets costs one encoding.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ def error(code: ErrorCode | str, message: str, **extra: Any) -> Outgoing:
 
 
 def room_broadcast(event_type: str, room_id: str, data: dict[str, Any], *, occurred_at: str | None = None) -> Outgoing:
-    """Contract D4: ``data`` gains ``room_id``, ``timestamp`` and ``server_time``; a service's own values win (they
-    are the instants of the change), the rest is filled in now."""
+    """docs/decisions.md#d4: ``data`` gains ``room_id``, ``timestamp`` and ``server_time``; a service's own values
+    win (they are the instants of the change), the rest is filled in now."""
     now = now_iso()
     payload = dict(data)
     payload["room_id"] = room_id

@@ -1,4 +1,4 @@
-"""The connection registry (the seed's WebSocketOptimizer): every open connection, the rooms they joined, limits.
+"""The connection registry: every open connection, the rooms they joined, limits.
 
 Single-threaded by construction (one event loop), so check-then-add is atomic as long as no ``await`` separates
 them — and nothing here awaits. Room ids are strings throughout the real-time layer (they arrive as strings from

@@ -1,5 +1,5 @@
-"""Running under uvicorn with a graceful WebSocket shutdown (contract D3: server shutdown → 1001), and a garbage
-collector that leaves the start-up objects alone.
+"""Running under uvicorn with a graceful WebSocket shutdown (server shutdown → 1001, docs/api.md#close-codes), and a
+garbage collector that leaves the start-up objects alone.
 
 On SIGTERM uvicorn closes every open WebSocket itself with 1012 ("service restart") and only *then* runs the
 lifespan shutdown, so ``Realtime.stop()`` in the lifespan would find no socket left to close with 1001. This server

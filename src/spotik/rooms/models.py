@@ -42,7 +42,7 @@ class Room(Base):
         ForeignKey("tracks.id", ondelete="SET NULL", name="rooms_current_track_id_foreign", use_alter=True),
         default=None,
     )
-    # Sub-second precision is one of the contract's allowed additive changes (D7).
+    # Sub-second precision is one of Spotik's additive changes to the Laravel schema (docs/decisions.md#d7).
     playback_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(6), default=None)
     playback_paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime(6), default=None)
     is_playing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

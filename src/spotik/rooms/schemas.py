@@ -1,12 +1,14 @@
-"""Room and participant shapes (Laravel's RoomResource / RoomParticipantResource, with contract D11's fixes).
+"""Room and participant shapes (Laravel's RoomResource / RoomParticipantResource, with the fixes of
+docs/decisions.md#d11).
 
 * A participant's ``id`` is the **user's** id (``participant_id`` is the membership row): the client adds users from
-  ``user_joined`` events and removes them by user id, so REST entries must use the same key (§9.7).
-* Rooms carry ``administrator_id`` and ``track_count`` (§9.8); the room detail also carries the requesting ``user``
-  (§9.6).
+  ``user_joined`` events and removes them by user id, so REST entries must use the same key (docs/decisions.md#b7).
+* Rooms carry ``administrator_id`` and ``track_count`` (docs/decisions.md#b8); the room detail also carries the
+  requesting ``user`` (docs/decisions.md#b6).
 * ``current_playback_position`` is 0 while playing: rooms carry the pause-adjusted virtual start, and the client
-  adds a non-zero position to the time elapsed since it, so anything else would be counted twice (§4.5). While
-  paused it is the paused position (P − S): the client keeps it and adds the time since ``playback_resumed``.
+  adds a non-zero position to the time elapsed since it, so anything else would be counted twice
+  (docs/api.md#position-arithmetic). While paused it is the paused position (P − S): the client keeps it and adds
+  the time since ``playback_resumed``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rooms and membership (contract §2.3, §3.3; D4 events; D11 fixes)."""
+"""Rooms and membership (docs/api.md#rooms; events per docs/decisions.md#d4; fixes per docs/decisions.md#d11)."""
 
 from __future__ import annotations
 

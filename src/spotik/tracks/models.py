@@ -33,7 +33,7 @@ class Track(Base):
             postgresql_where=text("vote_score > 0"),
             sqlite_where=text("vote_score > 0"),
         ),
-        # Additive (contract D7): one stored file per track.
+        # Additive (docs/decisions.md#d7): one stored file per track.
         Index("tracks_filename_unique", "filename", unique=True),
     )
 
@@ -56,7 +56,8 @@ class Track(Base):
         ForeignKey("genres.id", ondelete="SET NULL", name="tracks_genre_id_foreign"),
         default=None,
     )
-    # Additive (contract D5/D7): when the track finished or was skipped; played tracks leave the queue.
+    # Additive (docs/decisions.md#d5, docs/decisions.md#d7): when the track finished or was skipped; played tracks
+    # leave the queue.
     played_at: Mapped[datetime | None] = mapped_column(UTCDateTime(6), default=None)
     created_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow_seconds, onupdate=utcnow_seconds)

@@ -17,7 +17,7 @@ from spotik.genres.models import Genre
 from spotik.rooms.models import RoomParticipant
 from spotik.tracks.models import Track, TrackVote
 
-# Queue order (contract §3.1): most votes first, then oldest upload; ids are time-ordered UUIDs and break ties
+# Queue order (docs/api.md#queue-order): most votes first, then oldest upload; ids are time-ordered UUIDs and break ties
 # between uploads within the same second (created_at has whole-second precision in the Laravel schema).
 QUEUE_ORDER: tuple[ColumnElement[Any], ...] = (
     Track.vote_score.desc(),

@@ -1,4 +1,5 @@
-"""Tracks, votes and audio files over HTTP (contract §2.4, §2.5, D8); envelope B throughout.
+"""Tracks, votes and audio files over HTTP (docs/api.md#tracks, docs/api.md#votes, docs/api.md#audio-streaming,
+docs/decisions.md#d8); envelope B throughout.
 
 Authentication failures come from ``CurrentUser`` in envelope A (the auth family's), so ``CurrentUser`` is the
 first parameter of every handler: an anonymous request is a 401 before any lookup can answer 404.

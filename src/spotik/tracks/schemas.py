@@ -72,7 +72,8 @@ def track_resource(track: Track, *, has_voted: bool = False, with_relations: boo
 
 
 def queue_item(track: Track, *, user_has_voted: bool, cover_url: str | None) -> dict[str, Any]:
-    """An entry of ``GET /api/rooms/{room}/tracks`` and of the upload response (contract §2.12 QueueItem)."""
+    """An entry of ``GET /api/rooms/{room}/tracks`` and of the upload response (QueueItem in
+    docs/api.md#resource-shapes)."""
     return {
         "id": str(track.id),
         "room_id": str(track.room_id),

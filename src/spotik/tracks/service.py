@@ -1,4 +1,5 @@
-"""Tracks, votes and audio files (contract §2.4, §2.5, §3.1, §3.2, D4, D8).
+"""Tracks, votes and audio files (docs/api.md#tracks, docs/api.md#votes, docs/api.md#audio-streaming,
+docs/api.md#queue-order, docs/decisions.md#d4, docs/decisions.md#d8).
 
 Rules live here; queries in ``spotik.tracks.repository``; the HTTP surface (parsing, status codes, the streaming
 multipart reader) in the router and ``spotik.tracks.uploads``. Every error is in envelope B, the track family's.
@@ -565,7 +566,8 @@ async def stream_path(session: AsyncSession, *, track: Track, user: User, settin
 async def audio_by_filename(
     session: AsyncSession, *, filename: str, user: User, settings: Settings
 ) -> tuple[Track, Path]:
-    """``GET /api/audio/{filename}``: the track that owns the stored file, for members of its room only (§9.17)."""
+    """``GET /api/audio/{filename}``: the track that owns the stored file, for members of its room only
+    (docs/decisions.md#b17)."""
     plausible = 0 < len(filename) <= MAX_NAME_LENGTH and "\x00" not in filename  # PostgreSQL refuses NUL in text
     track = await repository.track_by_filename(session, filename) if plausible else None
     if track is None:

@@ -17,8 +17,8 @@ What is added here, and why:
   to a malformed ``Range`` (we must ignore it: 200), serves multi-range
   requests as ``multipart/byteranges`` (we must answer 200 with the full body),
   uses ``int()`` (which accepts ``+5``, ``1_0``, non-ASCII digits, and fails on
-  values longer than 4300 digits), answers 400 to ``start > end`` (the brief
-  asks for 416) and sends an empty text 416 (we need a JSON body). So the
+  values longer than 4300 digits), answers 400 to ``start > end`` (Spotik
+  answers 416) and sends an empty text 416 (we need a JSON body). So the
   decision is taken here and ``FileResponse`` is handed a request whose
   ``Range`` header is either removed (full body) or rewritten to the
   canonical, already validated ``bytes=a-b`` (which it serves exactly). This
@@ -40,8 +40,9 @@ What is added here, and why:
   (CR/LF) never reach the header.
 * **Cache-Control** (caller-overridable).
 
-Note (RFC 9110 §14.1.1 would call ``bytes=5-2`` invalid and ignorable): by
-the project's contract a range with ``start > end`` is answered with 416.
+Note (RFC 9110 §14.1.1 would call ``bytes=5-2`` invalid and ignorable): as
+docs/api.md#audio-streaming specifies, a range with ``start > end`` is
+answered with 416.
 """
 
 from __future__ import annotations

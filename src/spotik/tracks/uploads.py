@@ -1,4 +1,4 @@
-"""Streaming multipart uploads straight to disk (contract D8).
+"""Streaming multipart uploads straight to disk (docs/decisions.md#d8).
 
 Why not ``await request.form()``: Starlette's parser spools every file into a ``SpooledTemporaryFile`` (1 MiB in
 memory, then the system temp directory), reads the *whole* body before the handler sees anything, and has no size

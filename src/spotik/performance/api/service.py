@@ -227,7 +227,8 @@ class CacheClearRequest(BaseModel):
 
 
 def is_operator(settings: Settings, user: User) -> bool:
-    """D10: a user listed in PERFORMANCE_ADMINS (id, username or e-mail), or anyone signed in in development."""
+    """A user listed in PERFORMANCE_ADMINS (id, username or e-mail), or anyone signed in in development
+    (docs/decisions.md#d10)."""
     if settings.env is Environment.DEVELOPMENT:
         return True
     admins = {entry.strip().lower() for entry in settings.performance_admins}

@@ -3,8 +3,8 @@
 A subsystem is any object with a ``name`` and five methods (:class:`Subsystem`): a cheap ``headline()`` (a few
 figures, read on every ``/api/performance/metrics`` poll), its ``dashboard()`` section, a ``health()`` check, an
 ``optimize()`` action and a bounded ``benchmark()``. :class:`SubsystemRegistry` holds them in order; the caching
-service joins by registering one object (or a factory that builds it from the app state), without touching this
-package. A subsystem that can also empty caches implements :class:`CacheClearing`.
+service joins by registering one object in ``create_app`` (``state.performance.registry.register``), without
+touching this package. A subsystem that can also empty caches implements :class:`CacheClearing`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The pure-ASGI middleware of the monitoring stack (never ``BaseHTTPMiddleware``: it breaks context variables).
 
-Outermost first, as ``create_app`` installs them around the foundation's own layers::
+Outermost first, as ``create_app`` installs them around the core layers of ``spotik.http``::
 
     RequestIdMiddleware            (spotik.http.middleware)
     RequestTimingMiddleware        X-Response-Time, latency histogram, in-flight, DB counters, slow requests, N+1;

@@ -1,4 +1,5 @@
-"""Per-client-IP rate limiting: a 429 in the contract's envelope before any work is done (WebSocket upgrades too)."""
+"""Per-client-IP rate limiting: a 429 in envelope A (docs/api.md#rate-limits) before any work is done (WebSocket
+upgrades too)."""
 
 from __future__ import annotations
 

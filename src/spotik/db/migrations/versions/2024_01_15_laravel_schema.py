@@ -1,4 +1,4 @@
-"""The Laravel schema (HEAD): users, rooms, tracks, memberships, votes, JWT blacklist, genres, playlists.
+"""The Laravel schema (its latest version): users, rooms, tracks, memberships, votes, JWT blacklist, genres, playlists.
 
 Frozen copy of the Laravel migrations ``2024_01_15_*`` … ``2026_01_24_192025`` including the performance indexes of
 ``2024_01_16_120000``. Every table, index and foreign key is created only when it is missing, so pointing Spotik at a

@@ -1,6 +1,6 @@
-"""Spotik's additive changes to the Laravel schema (contract D7).
+"""Spotik's additive changes to the Laravel schema (docs/decisions.md#d7).
 
-* ``tracks.played_at``: a played track leaves the queue (D5).
+* ``tracks.played_at``: a played track leaves the queue (docs/decisions.md#d5).
 * ``rooms.playback_started_at`` / ``playback_paused_at`` at microsecond precision (PostgreSQL; SQLite already
   stores what it is given).
 * a unique index on ``tracks.filename``.
