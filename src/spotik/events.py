@@ -1,8 +1,8 @@
 """Domain events (docs/decisions.md#d4) and the in-process event bus.
 
 Services publish an event after the change is committed; they never know who listens. The real-time layer turns
-events into WebSocket room broadcasts (and, once there is a cache, into its invalidations). ``data`` is the JSON-ready payload
-with the union of fields the web client reads (docs/api.md#event-payloads).
+events into WebSocket room broadcasts (and, once there is a cache, it will turn them into invalidations). ``data``
+is the JSON-ready payload with the union of fields the web client reads (docs/api.md#event-payloads).
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from spotik.auth.models import User
-from spotik.genres.models import SEEDED_GENRES, Genre
+from spotik.genres.models import Genre
 from spotik.rooms.models import Room
 from spotik.state import AppState
 from spotik.tracks.models import Track
+from tests.conftest import SEEDED_GENRES
 from tests.helpers import Account, assert_envelope_a_error, bearer, register
 from tests.querycount import count_queries
 

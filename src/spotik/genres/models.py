@@ -7,20 +7,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from spotik.db.base import Base, UTCDateTime, utcnow_seconds
 
-# The seeded genres (Laravel's GenreSeeder), inserted by the first migration when absent.
-SEEDED_GENRES: tuple[tuple[str, str, str], ...] = (
-    ("Pop", "Popular music with catchy melodies and broad appeal", "#ff6b6b"),
-    ("Rock", "Guitar-driven music with strong rhythms", "#4ecdc4"),
-    ("Hip Hop", "Rhythmic music with rap vocals and beats", "#45b7d1"),
-    ("Electronic", "Music produced with electronic instruments and technology", "#96ceb4"),
-    ("Jazz", "Improvisational music with complex harmonies", "#feca57"),
-    ("Classical", "Traditional orchestral and chamber music", "#ff9ff3"),
-    ("R&B", "Rhythm and blues with soulful vocals", "#54a0ff"),
-    ("Country", "American folk music with storytelling lyrics", "#5f27cd"),
-    ("Reggae", "Jamaican music with offbeat rhythms", "#00d2d3"),
-    ("Alternative", "Non-mainstream rock and indie music", "#ff6348"),
-)
-
 
 class Genre(Base):
     __tablename__ = "genres"

@@ -119,7 +119,8 @@ class Monitoring:
         ]
 
     def websocket_guard(self, app: ASGIApp) -> ASGIApp:
-        """WebSocket scopes bypass the HTTP stack (``spotik.state.SpotikApp``); upgrades still count against the limits."""
+        """WebSocket scopes bypass the HTTP stack (``spotik.state.SpotikApp``); upgrades still count against the
+        limits."""
         if self.rate_limiter is None:
             return app
         return RateLimitMiddleware(

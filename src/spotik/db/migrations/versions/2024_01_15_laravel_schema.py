@@ -27,6 +27,7 @@ log = logging.getLogger("spotik.migrations")
 
 LARAVEL_TABLES = ("users", "rooms", "tracks", "room_participants", "track_votes")
 
+# The genres Laravel's GenreSeeder inserts, inserted here when absent (the one copy of this list).
 GENRES = (
     ("Pop", "Popular music with catchy melodies and broad appeal", "#ff6b6b"),
     ("Rock", "Guitar-driven music with strong rhythms", "#4ecdc4"),
