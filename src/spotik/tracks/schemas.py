@@ -34,29 +34,39 @@ def file_url(track: Track) -> str:
     return f"/api/tracks/{track.id}/stream"
 
 
-def track_brief(track: Track) -> dict[str, Any]:
-    """The small track object of event payloads (id, names, duration, file path)."""
+def _identity(track: Track) -> dict[str, Any]:
+    """What every track shape starts with: ids, names, duration."""
     return {
         "id": str(track.id),
         "room_id": str(track.room_id),
         "filename": track.filename,
         "original_name": track.original_name,
         "duration_seconds": track.duration_seconds,
+    }
+
+
+def track_brief(track: Track) -> dict[str, Any]:
+    """The small track object of event payloads (id, names, duration, file path)."""
+    return {
+        **_identity(track),
         "file_path": track.file_path,
         "file_url": file_url(track),
         "vote_score": track.vote_score,
     }
 
 
-def track_resource(track: Track, *, has_voted: bool = False, with_relations: bool = True) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": str(track.id),
-        "room_id": str(track.room_id),
-        "filename": track.filename,
-        "original_name": track.original_name,
-        "duration_seconds": track.duration_seconds,
+def _file_fields(track: Track) -> dict[str, Any]:
+    """What the resource and the queue item say about the track and its file."""
+    return {
+        **_identity(track),
         "formatted_duration": formatted_duration(track.duration_seconds),
         "file_size_bytes": track.file_size_bytes,
+    }
+
+
+def track_resource(track: Track, *, has_voted: bool = False, with_relations: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        **_file_fields(track),
         "mime_type": track.mime_type,
         "vote_score": track.vote_score,
         "file_path": track.file_path,
@@ -75,13 +85,7 @@ def queue_item(track: Track, *, user_has_voted: bool, cover_url: str | None) -> 
     """An entry of ``GET /api/rooms/{room}/tracks`` and of the upload response (QueueItem in
     docs/api.md#resource-shapes)."""
     return {
-        "id": str(track.id),
-        "room_id": str(track.room_id),
-        "filename": track.filename,
-        "original_name": track.original_name,
-        "duration_seconds": track.duration_seconds,
-        "formatted_duration": formatted_duration(track.duration_seconds),
-        "file_size_bytes": track.file_size_bytes,
+        **_file_fields(track),
         "formatted_file_size": formatted_file_size(track.file_size_bytes),
         "mime_type": track.mime_type,
         "vote_score": track.vote_score,
