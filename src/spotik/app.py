@@ -19,6 +19,7 @@ from spotik.events import LocalEventBus
 from spotik.genres.router import router as genres_router
 from spotik.health.router import router as health_router
 from spotik.http.cors import CORSMiddleware, cors_options
+from spotik.http.docs import router as docs_router
 from spotik.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
 from spotik.lifespan import build_lifespan
 from spotik.performance.api.router import router as performance_router
@@ -105,6 +106,8 @@ def create_app(settings: Settings) -> SpotikApp:
         websocket_gateway=monitoring.websocket_guard(state.realtime.asgi),  # upgrades count against the rate limits
         title="Spotik",
         version="0.1.0",
+        docs_url=None,  # /docs is spotik.http.docs: Swagger UI with a Content-Security-Policy that lets it run
+        redoc_url=None,
         lifespan=build_lifespan(state),
         default_response_class=JSONResponse,
         middleware=[
@@ -122,6 +125,7 @@ def create_app(settings: Settings) -> SpotikApp:
         },
     )
     for router in (
+        docs_router,
         health_router,
         auth_router,
         rooms_router,

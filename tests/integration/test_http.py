@@ -3,6 +3,8 @@ health and time."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import shutil
 from datetime import UTC, datetime
@@ -178,3 +180,20 @@ async def test_health_reports_an_unreachable_database(tmp_path: object) -> None:
             login = await client.post("/api/auth/login", json={"email": "a@b.c", "password": "x"})
             assert login.status_code == 503
             assert login.json()["success"] is False
+
+
+async def test_the_docs_page_brings_a_policy_that_lets_its_own_script_run(client: httpx2.AsyncClient) -> None:
+    """Every response's ``default-src 'none'`` would stop Swagger UI: /docs allows its CDN bundle and its one inline
+    script by hash (what a browser checks: the SHA-256 of the script's text), and nothing inline beyond that."""
+    response = await client.get("/docs")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    directives = [d.partition(" ") for d in response.headers["content-security-policy"].split("; ")]
+    policy = {name: value for name, _, value in directives}
+    inline = re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL)
+    assert len(inline) == 1
+    digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in policy["script-src"].split()
+    assert "'unsafe-inline'" not in policy["script-src"] and policy["default-src"] == "'none'"
+    bundle = re.search(r'<script src="([^"]+)"', response.text)
+    assert bundle is not None and bundle.group(1).startswith(tuple(policy["script-src"].split()))
+    assert "/openapi.json" in inline[0] and policy["connect-src"] == "'self'"
