@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint migrate bench bench-ws clean
+.PHONY: serve test lint migrate bench bench-ws bench-hot-reads clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: $(BIN)/.installed
 # Real-time figures (/ws memory per idle connection, broadcast latency, two instances through Redis) vs a baseline.
 bench-ws: $(BIN)/.installed
 	$(BIN)/python bench/realtime.py
+
+# Throughput of GET /api/rooms and a 200-track GET /api/rooms/{room}/tracks, two revisions side by side (ARGS: e.g.
+# --baseline REV --candidate REV|DIR --quick --strict); the default compares 689911e with the working tree.
+bench-hot-reads: $(BIN)/.installed
+	$(BIN)/python bench/hot_reads.py $(ARGS)
 
 # ruff, mypy --strict, and the import contract (pyproject.toml [tool.importlinter]: layers, no cycles).
 lint: $(BIN)/.installed
