@@ -18,6 +18,7 @@ from spotik.genres.router import router as genres_router
 from spotik.health.router import router as health_router
 from spotik.http.cors import CORSMiddleware, cors_options
 from spotik.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
+from spotik.http.openapi import configure_openapi
 from spotik.lifespan import build_lifespan
 from spotik.performance.api import PerformanceApi
 from spotik.performance.monitor import Monitoring
@@ -117,4 +118,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(monitoring.router())  # GET /metrics; its lifespan starts/stops the monitoring
     app.include_router(PerformanceApi(settings).router())  # /api/performance/*, /api/metrics, /dashboard
     app.websocket_gateway = monitoring.websocket_guard(websocket_app)  # upgrades count against the rate limits
+    configure_openapi(app)  # /openapi.json and /docs: shared envelopes, middleware errors, security
     return app
