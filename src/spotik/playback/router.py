@@ -16,8 +16,22 @@ from spotik.db.base import utcnow
 from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep, parse_uuid
 from spotik.errors import Forbidden, JSONResponse
 from spotik.http.input import read_input
+from spotik.http.openapi import BAD_INPUT, INVALID_A, ROOM_NOT_FOUND, UNAUTHENTICATED, error, request_body, responses
 from spotik.http.responses import ok
 from spotik.playback import schemas, service
+from spotik.playback.schemas import (
+    CONCURRENT_CHANGE,
+    NOT_PLAYBACK_ADMIN,
+    TRACK_NOT_IN_ROOM,
+    PlaybackPausedResponse,
+    PlaybackResumedResponse,
+    PlaybackSeekedResponse,
+    PlaybackStartedResponse,
+    PlaybackStatusResponse,
+    PlaybackStoppedResponse,
+    SeekRequest,
+    TrackSkippedResponse,
+)
 from spotik.rooms.models import Room
 from spotik.rooms.repository import is_member
 from spotik.validation import Field, label, validate
@@ -52,7 +66,12 @@ def numeric(name: str, value: Any, _data: Mapping[str, Any]) -> str | None:
     return f"The {label(name)} field must be a number."
 
 
-@router.post("/tracks/{track}/play")
+@router.post(
+    "/tracks/{track}/play",
+    summary="Play a track of the room from its start",
+    response_model=PlaybackStartedResponse,
+    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_PLAYBACK_ADMIN, TRACK_NOT_IN_ROOM, CONCURRENT_CHANGE),
+)
 async def play_track(track: str, room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
     track_id = parse_uuid(track)
     if track_id is None:
@@ -61,7 +80,18 @@ async def play_track(track: str, room: AdminRoom, state: StateDep, session: Sess
     return ok("Playback started successfully", schemas.started_data(started.track, started.started_at, utcnow()))
 
 
-@router.post("/playback/pause")
+@router.post(
+    "/playback/pause",
+    summary="Pause",
+    response_model=PlaybackPausedResponse,
+    responses=responses(
+        {400: error("Nothing is playing (envelope A).")},
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        NOT_PLAYBACK_ADMIN,
+        CONCURRENT_CHANGE,
+    ),
+)
 async def pause_playback(room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
     paused = await service.pause(session, state.events, room_id=room.id)
     return ok(
@@ -69,14 +99,36 @@ async def pause_playback(room: AdminRoom, state: StateDep, session: SessionDep) 
     )
 
 
-@router.post("/playback/resume")
+@router.post(
+    "/playback/resume",
+    summary="Resume",
+    response_model=PlaybackResumedResponse,
+    responses=responses(
+        {400: error("Nothing is paused (envelope A).")},
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        NOT_PLAYBACK_ADMIN,
+        CONCURRENT_CHANGE,
+    ),
+)
 async def resume_playback(room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
     resumed = await service.resume(session, state.events, room_id=room.id)
     data = schemas.resumed_data(resumed.track, resumed.resumed_at, resumed.position, utcnow())
     return ok("Playback resumed successfully", data)
 
 
-@router.post("/playback/skip")
+@router.post(
+    "/playback/skip",
+    summary="Skip to the next track of the queue",
+    response_model=TrackSkippedResponse,
+    responses=responses(
+        {400: error("No current track (envelope A).")},
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        NOT_PLAYBACK_ADMIN,
+        CONCURRENT_CHANGE,
+    ),
+)
 async def skip_track(room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
     skipped = await service.skip(session, state.events, room_id=room.id)
     return ok(
@@ -84,13 +136,32 @@ async def skip_track(room: AdminRoom, state: StateDep, session: SessionDep) -> J
     )
 
 
-@router.post("/playback/stop")
+@router.post(
+    "/playback/stop",
+    summary="Stop",
+    response_model=PlaybackStoppedResponse,
+    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_PLAYBACK_ADMIN, CONCURRENT_CHANGE),
+)
 async def stop_playback(room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
     await service.stop(session, state.events, room_id=room.id)
     return ok("Playback stopped successfully", schemas.stopped_data(utcnow()))
 
 
-@router.post("/playback/seek")
+@router.post(
+    "/playback/seek",
+    summary="Move within the current track",
+    response_model=PlaybackSeekedResponse,
+    responses=responses(
+        BAD_INPUT,
+        {400: error("No current track, or a position that is negative or past its end (envelope A).")},
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        NOT_PLAYBACK_ADMIN,
+        CONCURRENT_CHANGE,
+        INVALID_A,
+    ),
+    openapi_extra=request_body(SeekRequest),
+)
 async def seek_playback(request: Request, room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
     values = validate(await read_input(request), {"position": Field((numeric,))})
     sought = await service.seek(session, state.events, room_id=room.id, position=float(values["position"]))
@@ -98,7 +169,16 @@ async def seek_playback(request: Request, room: AdminRoom, state: StateDep, sess
     return ok("Playback seeked successfully", data)
 
 
-@router.get("/playback/status")
+@router.get(
+    "/playback/status",
+    summary="What plays in the room (its participants)",
+    response_model=PlaybackStatusResponse,
+    responses=responses(
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        {403: error("The user is not a participant of the room (envelope A).")},
+    ),
+)
 async def playback_status(room: ViewerRoom, session: SessionDep) -> JSONResponse:
     status = await service.status(session, room_id=room.id)
     data = schemas.status_data(status.state, status.track, status.position, status.now)
