@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 if TYPE_CHECKING:
     from spotik.performance.monitor import Monitoring
@@ -25,7 +25,12 @@ def build_router(monitoring: Monitoring) -> APIRouter:
 
     router = APIRouter(tags=["monitoring"], lifespan=lifespan)
 
-    @router.get("/metrics", include_in_schema=False)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics (text exposition format 0.0.4)",
+        response_class=PlainTextResponse,
+        responses={200: {"description": "This process's metrics, in Prometheus' text format."}},
+    )
     async def prometheus_metrics() -> Response:
         return Response(monitoring.metrics.exposition(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 

@@ -37,6 +37,18 @@ from starlette.responses import HTMLResponse, Response
 from spotik.auth.models import User
 from spotik.deps import CurrentUser, StateDep
 from spotik.errors import Forbidden, JSONResponse
+from spotik.http.openapi import UNAUTHENTICATED, ErrorA, ErrorB, ValidationErrorA, error, responses
+from spotik.performance.api.schemas import (
+    BenchmarksResponse,
+    CacheClearResponse,
+    InvalidType,
+    LaravelMetrics,
+    OptimizeResponse,
+    PerformanceDashboardResponse,
+    PerformanceHealthResponse,
+    PerformanceMetricsResponse,
+    WebSocketStatus,
+)
 from spotik.performance.api.subsystems import (
     CacheClearing,
     ComponentHealth,
@@ -344,7 +356,7 @@ class PerformanceApi:
 
         router = APIRouter(tags=["performance"], lifespan=lifespan)
 
-        @router.get("/api/performance/metrics")
+        @router.get("/api/performance/metrics", summary="Headline figures", response_model=PerformanceMetricsResponse)
         async def performance_metrics(context: Context) -> JSONResponse:
             state, monitoring = context.state, context.monitoring
             health = await api.health(monitoring)
@@ -387,14 +399,24 @@ class PerformanceApi:
             }
             return JSONResponse({"success": True, "metrics": body})
 
-        @router.get("/api/performance/health")
+        @router.get(
+            "/api/performance/health",
+            summary="Every subsystem's health",
+            response_model=PerformanceHealthResponse,
+            responses={503: {"model": PerformanceHealthResponse, "description": "A subsystem is unhealthy."}},
+        )
         async def performance_health(context: Context) -> JSONResponse:
             monitoring = context.monitoring
             report = await api.health(monitoring, fresh=True)
             code = 503 if report["overall_status"] == "unhealthy" else 200
             return JSONResponse({"success": True, "health": report, "timestamp": now_iso()}, status_code=code)
 
-        @router.get("/api/performance/dashboard")
+        @router.get(
+            "/api/performance/dashboard",
+            summary="The dashboard's figures",
+            response_model=PerformanceDashboardResponse,
+            responses=UNAUTHENTICATED,
+        )
         async def performance_dashboard(context: Context, _user: CurrentUser) -> JSONResponse:
             state, monitoring = context.state, context.monitoring
             health = await api.health(monitoring, fresh=True)
@@ -430,14 +452,30 @@ class PerformanceApi:
             data["health"] = health
             return JSONResponse({"success": True, "data": data, "timestamp": now_iso(), "authenticated": True})
 
-        @router.get("/api/performance/benchmarks")
+        @router.get(
+            "/api/performance/benchmarks",
+            summary="Run each subsystem's micro-benchmark",
+            response_model=BenchmarksResponse,
+            responses=UNAUTHENTICATED,
+        )
         async def performance_benchmarks(context: Context, _user: CurrentUser) -> JSONResponse:
             results: dict[str, Any] = {}
             for subsystem in api.registry:  # one at a time: benchmarks running side by side would skew each other
                 results[subsystem.name] = await guarded(subsystem.benchmark, ACTION_TIMEOUT_SECONDS)
             return JSONResponse({"success": True, "benchmarks": results, "timestamp": now_iso()})
 
-        @router.post("/api/performance/optimize")
+        @router.post(
+            "/api/performance/optimize",
+            summary="Run each subsystem's optimization (operators)",
+            response_model=OptimizeResponse,
+            responses=responses(
+                UNAUTHENTICATED,
+                {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
+                {400: error("The body is not valid JSON (envelope A).", ErrorA)},
+                {400: error("An unknown type.", InvalidType)},
+                {422: error("The body does not match its schema (envelope A).", ValidationErrorA)},
+            ),
+        )
         async def performance_optimize(
             context: Context,
             operator: Operator,
@@ -468,7 +506,18 @@ class PerformanceApi:
                 }
             )
 
-        @router.post("/api/performance/cache/clear")
+        @router.post(
+            "/api/performance/cache/clear",
+            summary="Clear caches (operators)",
+            response_model=CacheClearResponse,
+            responses=responses(
+                UNAUTHENTICATED,
+                {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
+                {400: error("The body is not valid JSON (envelope A).", ErrorA)},
+                {400: error("An unknown type.", InvalidType)},
+                {422: error("The body does not match its schema (envelope A).", ValidationErrorA)},
+            ),
+        )
         async def performance_cache_clear(
             context: Context,
             operator: Operator,
@@ -495,7 +544,9 @@ class PerformanceApi:
                 }
             )
 
-        @router.get("/api/websocket/status")
+        @router.get(
+            "/api/websocket/status", summary="The WebSocket gateway's connections", response_model=WebSocketStatus
+        )
         async def websocket_status(state: StateDep) -> JSONResponse:
             realtime = state.realtime
             stats = realtime.registry.stats() if realtime is not None else None
@@ -512,7 +563,12 @@ class PerformanceApi:
                 }
             )
 
-        @router.get("/api/metrics")
+        @router.get(
+            "/api/metrics",
+            summary="The current hour's request figures",
+            response_model=LaravelMetrics,
+            responses={503: error("The monitoring is disabled (envelope B).", ErrorB)},
+        )
         async def laravel_metrics_endpoint(context: Context) -> JSONResponse:
             monitoring = context.monitoring
             if monitoring is None or not monitoring.enabled:
@@ -520,7 +576,12 @@ class PerformanceApi:
             hour, _cumulative = api.hour_metrics(monitoring)
             return JSONResponse({"timestamp": now_iso(), "metrics": hour})
 
-        @router.get("/dashboard", include_in_schema=False)
+        @router.get(
+            "/dashboard",
+            summary="The live performance dashboard (HTML)",
+            response_class=HTMLResponse,
+            responses={200: {"description": "The dashboard page; it polls the performance API."}},
+        )
         async def dashboard_page() -> Response:
             nonce = secrets.token_urlsafe(18)
             policy = (
