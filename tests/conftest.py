@@ -27,6 +27,7 @@ from spotik.db.migrate import migrate
 from spotik.genres.models import SEEDED_GENRES
 from spotik.settings import Settings
 from spotik.state import AppState
+from tests.openapi_contract import contract_hooks
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_HOST = os.environ.get("SPOTIK_TEST_PG_HOST", "127.0.0.1")
@@ -158,8 +159,14 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-async def lifespan(settings: Settings) -> AsyncIterator[LifespanManager]:
-    async with LifespanManager(create_app(settings)) as manager:
+def spotik_app(settings: Settings) -> FastAPI:
+    """The app itself (``app`` is the lifespan manager's wrapper of it)."""
+    return create_app(settings)
+
+
+@pytest.fixture
+async def lifespan(spotik_app: FastAPI) -> AsyncIterator[LifespanManager]:
+    async with LifespanManager(spotik_app) as manager:
         yield manager
 
 
@@ -176,7 +183,9 @@ def state(lifespan: LifespanManager) -> AppState:
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx2.AsyncClient]:
+async def client(app: FastAPI, spotik_app: FastAPI) -> AsyncIterator[httpx2.AsyncClient]:
+    """A client of the app; every response it receives is checked against the app's /openapi.json."""
     transport = httpx2.ASGITransport(app=app)
-    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    hooks = contract_hooks(spotik_app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as http:
         yield http

@@ -35,6 +35,7 @@ from tests.conftest import make_settings, pg_url, reset_postgres
 from tests.events import capture_events
 from tests.helpers import register
 from tests.integration.test_playback import room_row, seed_room, seed_track, set_playback, track_row
+from tests.openapi_contract import contract_hooks
 
 WAIT = 10.0  # upper bound for anything that should take milliseconds
 
@@ -274,10 +275,12 @@ def _pg(state: AppState) -> bool:
 async def test_a_restart_advances_rooms_whose_track_ended_while_down(settings: Settings) -> None:
     """Play a track, shut the server down, let the track "end" while it is down (its virtual start moves into
     the past), start a fresh app: its first pass advances the room once."""
-    async with LifespanManager(create_app(settings)) as manager:
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
         state: AppState = manager._state["spotik"]
         transport = httpx2.ASGITransport(app=manager.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        hooks = contract_hooks(app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as client:
             admin = await register(client, "admin")
             admin_id = uuid.UUID(admin.id)
             room_id = await seed_room(state.sessionmaker, admin_id)

@@ -21,6 +21,7 @@ from spotik.state import AppState
 from spotik.tracks.models import Track, TrackVote
 from tests.fixtures.audio_files import make_wav
 from tests.helpers import Account, bearer, register
+from tests.openapi_contract import contract_hooks
 
 ISSUER = "http://testserver/api/auth/login"
 
@@ -151,10 +152,12 @@ async def set_current_track(state: AppState, room_id: str, track_id: str) -> Non
 @asynccontextmanager
 async def app_client(settings: Settings) -> AsyncIterator[tuple[httpx2.AsyncClient, AppState]]:
     """A second app (own settings) with its client and state, for limits that differ from the default app's."""
-    async with LifespanManager(create_app(settings)) as manager:
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
         state: AppState = manager._state["spotik"]
         transport = httpx2.ASGITransport(app=manager.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        hooks = contract_hooks(app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as client:
             yield client, state
 
 
