@@ -19,7 +19,6 @@ import asyncpg
 import httpx2
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -27,6 +26,7 @@ from spotik.app import create_app
 from spotik.db.migrate import migrate
 from spotik.settings import Settings
 from spotik.state import AppState, SpotikApp
+from tests.openapi_contract import contract_hooks
 
 # The genres the first migration seeds.
 SEEDED_GENRES: tuple[tuple[str, str, str], ...] = importlib.import_module(
@@ -176,7 +176,9 @@ def state(app: SpotikApp) -> AppState:
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx2.AsyncClient]:
+async def client(app: SpotikApp) -> AsyncIterator[httpx2.AsyncClient]:
+    """A client of the app; every response it receives is checked against the app's /openapi.json."""
     transport = httpx2.ASGITransport(app=app)
-    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    hooks = contract_hooks(app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as http:
         yield http

@@ -19,6 +19,7 @@ from spotik.app import create_app
 from spotik.performance.monitor import Monitoring
 from spotik.settings import Settings
 from spotik.state import AppState, SpotikApp
+from tests.openapi_contract import contract_hooks
 
 DEFAULT_CLIENT = ("127.0.0.1", 123)
 
@@ -43,7 +44,7 @@ class RunningApp:
     ) -> httpx2.AsyncClient:
         """Another client whose requests arrive from ``address`` (the ASGI ``client`` of the scope)."""
         transport = httpx2.ASGITransport(app=self.manager.app, client=address, **kwargs)
-        return httpx2.AsyncClient(transport=transport, base_url=base_url)
+        return httpx2.AsyncClient(transport=transport, base_url=base_url, event_hooks=contract_hooks(self.app))
 
     async def scrape(self) -> dict[str, list[Sample]]:
         """``GET /metrics`` parsed by prometheus_client's own parser: family name -> samples."""
@@ -72,7 +73,7 @@ async def running_app(
         routes(app)
     async with LifespanManager(app) as manager:
         transport = httpx2.ASGITransport(app=manager.app, client=client)
-        async with httpx2.AsyncClient(transport=transport, base_url=base_url) as http:
+        async with httpx2.AsyncClient(transport=transport, base_url=base_url, event_hooks=contract_hooks(app)) as http:
             yield RunningApp(app, manager, http)
 
 

@@ -14,6 +14,7 @@ from spotik.auth.router import router as auth_router
 from spotik.auth.tokens import TokenService
 from spotik.covers.router import router as covers_router
 from spotik.db.engine import create_engine, create_sessionmaker
+from spotik.deps import db_session, token_from
 from spotik.errors import ApiError, JSONResponse, error_response
 from spotik.events import LocalEventBus
 from spotik.genres.router import router as genres_router
@@ -21,6 +22,7 @@ from spotik.health.router import router as health_router
 from spotik.http.cors import CORSMiddleware, cors_options
 from spotik.http.docs import router as docs_router
 from spotik.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
+from spotik.http.openapi import configure_openapi
 from spotik.lifespan import build_lifespan
 from spotik.performance.api.router import router as performance_router
 from spotik.performance.api.service import PerformanceApi
@@ -139,4 +141,5 @@ def create_app(settings: Settings) -> SpotikApp:
         performance_router,  # /api/performance/*, /api/metrics, /dashboard
     ):
         app.include_router(router)
+    configure_openapi(app, token=token_from, session=db_session)  # /openapi.json: envelopes, middleware errors
     return app

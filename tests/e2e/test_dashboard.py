@@ -15,6 +15,7 @@ import httpx2
 import pytest
 
 from tests.e2e.server import ServerProcess
+from tests.openapi_contract import live_contract_hooks
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +95,9 @@ def test_dashboard_shows_live_numbers_in_chromium(server: ServerProcess, tmp_pat
             assert memory > 0
             assert "database · driver" in page.inner_text("#subsystems")
 
-            with httpx2.Client(base_url=server.base_url, timeout=10) as client:
+            with httpx2.Client(
+                base_url=server.base_url, timeout=10, event_hooks=live_contract_hooks(server.base_url)
+            ) as client:
                 for _ in range(TRAFFIC):
                     assert client.get("/api/ping").status_code == 200
 

@@ -12,6 +12,7 @@ import httpx2
 import pytest
 
 from tests.e2e.server import ServerProcess
+from tests.openapi_contract import live_contract_hooks
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +28,9 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def test_register_login_and_me_over_real_http(server: ServerProcess, tmp_path: Path) -> None:
-    with httpx2.Client(base_url=server.base_url, timeout=10) as client:
+    with httpx2.Client(
+        base_url=server.base_url, timeout=10, event_hooks=live_contract_hooks(server.base_url)
+    ) as client:
         credentials = {
             "username": "e2e",
             "email": "e2e@example.com",

@@ -15,6 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.server import ServerProcess
+from tests.openapi_contract import live_async_contract_hooks, live_contract_hooks
 
 pytestmark = pytest.mark.e2e
 WAIT = 15.0
@@ -32,7 +33,9 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def account(server: ServerProcess, name: str) -> dict[str, str]:
-    with httpx2.Client(base_url=server.base_url, timeout=WAIT) as client:
+    with httpx2.Client(
+        base_url=server.base_url, timeout=WAIT, event_hooks=live_contract_hooks(server.base_url)
+    ) as client:
         body = {"username": name, "email": f"{name}@example.com", "password": "password-e2e"}
         response = client.post("/api/auth/register", json={**body, "password_confirmation": "password-e2e"})
         assert response.status_code == 201, response.text
@@ -41,7 +44,9 @@ def account(server: ServerProcess, name: str) -> dict[str, str]:
 
 
 def room_of(server: ServerProcess, owner: dict[str, str]) -> str:
-    with httpx2.Client(base_url=server.base_url, timeout=WAIT) as client:
+    with httpx2.Client(
+        base_url=server.base_url, timeout=WAIT, event_hooks=live_contract_hooks(server.base_url)
+    ) as client:
         response = client.post(
             "/api/rooms", json={"name": "E2E"}, headers={"Authorization": f"Bearer {owner['token']}"}
         )
@@ -75,7 +80,9 @@ def test_join_a_room_and_receive_a_rest_change_over_a_real_socket(server: Server
             assert joined["data"]["room"]["id"] == room
             await ws.send(orjson.dumps({"type": "ping", "data": {"client_time": 42}}).decode())
             assert (await next_of(ws, "pong"))["data"]["client_time"] == 42
-            async with httpx2.AsyncClient(base_url=server.base_url, timeout=WAIT) as http:
+            async with httpx2.AsyncClient(
+                base_url=server.base_url, timeout=WAIT, event_hooks=live_async_contract_hooks(server.base_url)
+            ) as http:
                 headers = {"Authorization": f"Bearer {owner['token']}"}
                 assert (await http.put(f"/api/rooms/{room}", json={"name": "Live"}, headers=headers)).status_code == 200
             event = await next_of(ws, "room_updated")

@@ -26,6 +26,7 @@ from spotik.app import create_app
 from spotik.auth.tokens import PRV
 from tests.conftest import TEST_JWT_SECRET, make_settings
 from tests.helpers import assert_envelope_a_error, bearer, register
+from tests.openapi_contract import contract_hooks
 
 ISO_MICROS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -306,7 +307,8 @@ async def strict_client(database_url: str, tmp_path: Path) -> AsyncIterator[http
     app = create_app(make_settings(database_url, tmp_path / "strict", jwt_blacklist_grace_period=0))
     async with LifespanManager(app) as manager:
         transport = httpx2.ASGITransport(app=manager.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        hooks = contract_hooks(app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as http:
             yield http
 
 

@@ -36,6 +36,7 @@ from tests.conftest import make_settings, pg_url, reset_postgres
 from tests.events import capture_events
 from tests.helpers import register
 from tests.integration.test_playback import room_row, seed_room, seed_track, set_playback, track_row
+from tests.openapi_contract import contract_hooks
 
 WAIT = 10.0  # upper bound for anything that should take milliseconds
 
@@ -279,7 +280,8 @@ async def test_a_restart_advances_rooms_whose_track_ended_while_down(settings: S
     async with LifespanManager(app) as manager:
         state: AppState = app.services
         transport = httpx2.ASGITransport(app=manager.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        hooks = contract_hooks(app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as client:
             admin = await register(client, "admin")
             admin_id = uuid.UUID(admin.id)
             room_id = await seed_room(state.sessionmaker, admin_id)

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from spotik.app import create_app
 from spotik.settings import Settings
+from tests.openapi_contract import contract_hooks
 
 ISO_MICROS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -76,7 +77,8 @@ async def failing_app(settings: Settings) -> FastAPI:
 async def test_unexpected_errors_are_a_500_with_a_request_id_and_no_trace(failing_app: FastAPI) -> None:
     async with LifespanManager(failing_app) as manager:
         transport = httpx2.ASGITransport(app=manager.app, raise_app_exceptions=False)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        hooks = contract_hooks(failing_app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as client:
             response = await client.get("/api/explode", headers={"Origin": "http://127.0.0.1:3000"})
     assert response.status_code == 500
     body = response.json()
@@ -172,7 +174,8 @@ async def test_health_reports_an_unreachable_database(tmp_path: object) -> None:
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx2.ASGITransport(app=manager.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        hooks = contract_hooks(app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as client:
             health = await client.get("/api/health")
             assert health.status_code == 503
             assert health.json()["checks"]["database"]["status"] == "unhealthy"

@@ -17,6 +17,7 @@ from asgi_lifespan import LifespanManager
 
 from spotik.app import create_app
 from tests.conftest import TEST_JWT_SECRET, create_pg_database, drop_pg_database, make_settings, pg_url, unavailable
+from tests.openapi_contract import contract_hooks
 
 pytestmark = pytest.mark.postgres
 LARAVEL_DDL = Path(__file__).resolve().parents[1] / "fixtures" / "laravel_schema.sql"
@@ -108,7 +109,8 @@ async def test_spotik_migrate_adopts_a_laravel_database(laravel_database: str, t
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx2.ASGITransport(app=manager.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        hooks = contract_hooks(app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as client:
             login = await client.post(
                 "/api/auth/login", json={"email": "legacy@example.com", "password": "laravel-secret"}
             )

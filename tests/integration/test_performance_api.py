@@ -26,6 +26,7 @@ from spotik.settings import Settings
 from spotik.state import AppState
 from tests.conftest import make_settings
 from tests.helpers import Account, register
+from tests.openapi_contract import contract_hooks
 
 OPERATOR = "ops"
 
@@ -46,7 +47,8 @@ async def running(settings: Settings, plug: Subsystem | None = None) -> AsyncIte
         if plug is not None:
             api.registry.register(plug)  # how the caching service joins: one object
         transport = httpx2.ASGITransport(app=manager.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        hooks = contract_hooks(app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as client:
             yield Running(client, api, app.services, app)
 
 

@@ -201,7 +201,9 @@ async def test_concurrent_votes_keep_the_score_equal_to_the_votes(
     transport = client._transport
 
     async def session_of(account: Account, methods: list[str]) -> list[int]:
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as own:
+        async with httpx2.AsyncClient(
+            transport=transport, base_url="http://testserver", event_hooks=client.event_hooks
+        ) as own:
             statuses = []
             for method in methods:
                 response = await own.request(method, url, headers=account.headers)

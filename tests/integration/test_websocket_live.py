@@ -33,6 +33,7 @@ from spotik.settings import Settings
 from tests.conftest import make_settings
 from tests.helpers import Account, register
 from tests.integration.test_websocket_support import WAIT, LiveServer, live_server, send, wait_for
+from tests.openapi_contract import live_async_contract_hooks
 
 pytestmark = pytest.mark.slow
 BROADCASTS = 10_000
@@ -61,7 +62,9 @@ async def recv_type(ws: ClientConnection, message_type: str, within: float = WAI
 
 
 async def setup_room(server: LiveServer, names: list[str]) -> tuple[list[Account], str]:
-    async with httpx2.AsyncClient(base_url=server.http, timeout=WAIT) as http:
+    async with httpx2.AsyncClient(
+        base_url=server.http, timeout=WAIT, event_hooks=live_async_contract_hooks(server.http)
+    ) as http:
         accounts = [await register(http, name) for name in names]
         response = await http.post("/api/rooms", json={"name": "Live"}, headers=accounts[0].headers)
         room_id: str = response.json()["data"]["id"]

@@ -27,6 +27,7 @@ from spotik.settings import Settings
 from spotik.state import AppState
 from tests.conftest import unavailable
 from tests.helpers import Account, register
+from tests.openapi_contract import contract_hooks
 
 WAIT = 10.0  # the bound on every wait for an outcome
 
@@ -61,7 +62,8 @@ async def running_app(settings: Settings, **overrides: Any) -> AsyncIterator[Run
     async with LifespanManager(app) as manager:
         state = app.services
         transport = ASGIWebSocketTransport(app=manager.app, initial_receive_timeout=WAIT)  # the wait for the accept
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        hooks = contract_hooks(app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as client:
             yield RunningApp(manager.app, state, client)
 
 

@@ -21,6 +21,7 @@ from spotik.state import AppState
 from spotik.tracks.models import Track, TrackVote
 from tests.fixtures.audio_files import make_wav
 from tests.helpers import Account, bearer, register
+from tests.openapi_contract import contract_hooks
 
 ISSUER = "http://testserver/api/auth/login"
 
@@ -155,7 +156,8 @@ async def app_client(settings: Settings) -> AsyncIterator[tuple[httpx2.AsyncClie
     async with LifespanManager(app) as manager:
         state: AppState = app.services
         transport = httpx2.ASGITransport(app=manager.app)
-        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        hooks = contract_hooks(app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as client:
             yield client, state
 
 

@@ -10,9 +10,22 @@ from starlette.responses import Response
 from starlette.types import Message
 
 from spotik.covers import service, storage
+from spotik.covers.schemas import CoverUpdated, CoverUploadForm
 from spotik.deps import CurrentUser, RoomDep, StateDep
 from spotik.errors import ApiError, Envelope, Forbidden, JSONResponse, NotFound, PayloadTooLarge
 from spotik.http.input import read_input
+from spotik.http.openapi import (
+    FILE_REQUEST_HEADERS,
+    INVALID_B,
+    ROOM_NOT_FOUND,
+    UNAUTHENTICATED,
+    ErrorA,
+    ErrorB,
+    error,
+    file_responses,
+    request_body,
+    responses,
+)
 from spotik.http.responses import bare
 from spotik.tracks.streaming import audio_file_response
 
@@ -82,7 +95,25 @@ async def read_cover_input(request: Request) -> service.CoverInput:
         raise
 
 
-@router.post("/api/rooms/{room}/cover")
+@router.post(
+    "/api/rooms/{room}/cover",
+    summary="Replace a room's cover (its administrator)",
+    response_model=CoverUpdated,
+    responses=responses(
+        {400: error("A malformed JSON body (envelope A) or form (envelope B).", ErrorA, ErrorB)},
+        UNAUTHENTICATED,
+        {403: error("Only the room's administrator may change its cover (envelope B).", ErrorB)},
+        ROOM_NOT_FOUND,
+        {413: error("The body is larger than 8 MiB (envelope B).", ErrorB)},
+        INVALID_B,
+        {500: error("The cover could not be stored (envelope B).", ErrorB)},
+    ),
+    openapi_extra=request_body(
+        CoverUploadForm,
+        description="`cover_image` (multipart only) or `cover_data`.",
+        encoding={"cover_image": {"contentType": "image/jpeg, image/png, image/webp"}},
+    ),
+)
 async def upload_room_cover(user: CurrentUser, room: RoomDep, request: Request, state: StateDep) -> JSONResponse:
     service.ensure_can_update_cover(room, user)
     cover = await read_cover_input(request)
@@ -90,7 +121,18 @@ async def upload_room_cover(user: CurrentUser, room: RoomDep, request: Request, 
     return bare({"message": "Room cover updated successfully", "cover_url": url})
 
 
-@router.api_route("/api/storage/{path:path}", methods=["GET", "HEAD"])
+@router.api_route(
+    "/api/storage/{path:path}",
+    methods=["GET", "HEAD"],
+    summary="A public file: a room's or a track's cover (no authentication)",
+    response_class=Response,
+    responses=responses(
+        file_responses("image/*", "image"),
+        {403: error("Not a cover's path (envelope B).", ErrorB)},
+        {404: error("No such file (envelope B).", ErrorB)},
+    ),
+    openapi_extra=FILE_REQUEST_HEADERS,
+)
 async def serve_public_file(path: str, request: Request, state: StateDep) -> Response:
     if not storage.is_cover_path(path):
         raise Forbidden("Invalid path", envelope=Envelope.B)

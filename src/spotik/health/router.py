@@ -10,17 +10,18 @@ from fastapi import APIRouter
 from spotik.deps import StateDep
 from spotik.errors import JSONResponse
 from spotik.health.checks import run_checks
+from spotik.health.schemas import Health, Liveness, Ping, Readiness, ServerTime
 from spotik.timefmt import iso, now_iso
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/api/ping")
+@router.get("/api/ping", summary="Ping", response_model=Ping)
 async def ping() -> JSONResponse:
     return JSONResponse({"status": "ok", "timestamp": now_iso()})
 
 
-@router.get("/api/time")
+@router.get("/api/time", summary="The server's clock", response_model=ServerTime)
 async def server_time() -> JSONResponse:
     now = datetime.now(UTC)
     return JSONResponse(
@@ -29,21 +30,31 @@ async def server_time() -> JSONResponse:
     )
 
 
-@router.get("/api/health")
+@router.get(
+    "/api/health",
+    summary="Database and storage health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The database or the storage is unhealthy."}},
+)
 async def health(state: StateDep) -> JSONResponse:
     status, checks = await run_checks(state.engine, state.settings)
     body = {"status": status, "timestamp": now_iso(), "checks": checks}
     return JSONResponse(body, status_code=200 if status == "healthy" else 503)
 
 
-@router.get("/live")
+@router.get("/live", summary="Liveness probe", response_model=Liveness)
 async def live(state: StateDep) -> JSONResponse:
     """Liveness: the process answers. No dependency is checked (a database outage must not restart it)."""
     uptime = time.monotonic() - state.started_monotonic
     return JSONResponse({"alive": True, "timestamp": now_iso(), "uptime": round(uptime, 3)})
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    summary="Readiness probe",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: the database or the storage is unhealthy."}},
+)
 async def ready(state: StateDep) -> JSONResponse:
     """Readiness: database reachable and storage writable, else 503 so a load balancer routes elsewhere."""
     status, checks = await run_checks(state.engine, state.settings)

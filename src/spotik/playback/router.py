@@ -17,8 +17,22 @@ from spotik.db.base import utcnow
 from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep
 from spotik.errors import JSONResponse
 from spotik.http.input import read_input
+from spotik.http.openapi import BAD_INPUT, INVALID_A, ROOM_NOT_FOUND, UNAUTHENTICATED, error, request_body, responses
 from spotik.http.responses import ok
 from spotik.playback import service
+from spotik.playback.schemas import (
+    CONCURRENT_CHANGE,
+    NOT_PLAYBACK_ADMIN,
+    TRACK_NOT_IN_ROOM,
+    PlaybackPausedResponse,
+    PlaybackResumedResponse,
+    PlaybackSeekedResponse,
+    PlaybackStartedResponse,
+    PlaybackStatusResponse,
+    PlaybackStoppedResponse,
+    SeekRequest,
+    TrackSkippedResponse,
+)
 from spotik.playback.service import Action
 from spotik.rooms.models import Room
 
@@ -40,41 +54,107 @@ async def _control(
     return ok(outcome.message, outcome.data(utcnow()))
 
 
-@router.post("/tracks/{track}/play")
+@router.post(
+    "/tracks/{track}/play",
+    summary="Play a track of the room from its start",
+    response_model=PlaybackStartedResponse,
+    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_PLAYBACK_ADMIN, TRACK_NOT_IN_ROOM, CONCURRENT_CHANGE),
+)
 async def play_track(
     track: str, room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep
 ) -> JSONResponse:
     return await _control(state, session, room, user, Action.PLAY, {"track_id": track})
 
 
-@router.post("/playback/pause")
+@router.post(
+    "/playback/pause",
+    summary="Pause",
+    response_model=PlaybackPausedResponse,
+    responses=responses(
+        {400: error("Nothing is playing (envelope A).")},
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        NOT_PLAYBACK_ADMIN,
+        CONCURRENT_CHANGE,
+    ),
+)
 async def pause_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.PAUSE, {})
 
 
-@router.post("/playback/resume")
+@router.post(
+    "/playback/resume",
+    summary="Resume",
+    response_model=PlaybackResumedResponse,
+    responses=responses(
+        {400: error("Nothing is paused (envelope A).")},
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        NOT_PLAYBACK_ADMIN,
+        CONCURRENT_CHANGE,
+    ),
+)
 async def resume_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.RESUME, {})
 
 
-@router.post("/playback/skip")
+@router.post(
+    "/playback/skip",
+    summary="Skip to the next track of the queue",
+    response_model=TrackSkippedResponse,
+    responses=responses(
+        {400: error("No current track (envelope A).")},
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        NOT_PLAYBACK_ADMIN,
+        CONCURRENT_CHANGE,
+    ),
+)
 async def skip_track(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.SKIP, {})
 
 
-@router.post("/playback/stop")
+@router.post(
+    "/playback/stop",
+    summary="Stop",
+    response_model=PlaybackStoppedResponse,
+    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_PLAYBACK_ADMIN, CONCURRENT_CHANGE),
+)
 async def stop_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.STOP, {})
 
 
-@router.post("/playback/seek")
+@router.post(
+    "/playback/seek",
+    summary="Move within the current track",
+    response_model=PlaybackSeekedResponse,
+    responses=responses(
+        BAD_INPUT,
+        {400: error("No current track, or a position that is negative or past its end (envelope A).")},
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        NOT_PLAYBACK_ADMIN,
+        CONCURRENT_CHANGE,
+        INVALID_A,
+    ),
+    openapi_extra=request_body(SeekRequest),
+)
 async def seek_playback(
     request: Request, room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep
 ) -> JSONResponse:
     return await _control(state, session, room, user, Action.SEEK, await read_input(request))
 
 
-@router.get("/playback/status")
+@router.get(
+    "/playback/status",
+    summary="What plays in the room (its participants)",
+    response_model=PlaybackStatusResponse,
+    responses=responses(
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        {403: error("The user is not a participant of the room (envelope A).")},
+    ),
+)
 async def playback_status(user: CurrentUser, room: RoomDep, session: SessionDep) -> JSONResponse:
     await service.require_viewer(session, user, room)
     status = await service.status(session, room_id=room.id)

@@ -17,8 +17,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from spotik.http.openapi import Message, Responses, Timestamp, Uuid, closed, error, open_ended
 from spotik.playback.clock import PlaybackState
 from spotik.timefmt import iso
 from spotik.tracks.models import Track
@@ -237,3 +241,152 @@ def skipped_payload(
         "position": 0,
         "current_position": 0,
     }
+
+
+# --- the OpenAPI document (shapes of the builders above; documentation only) -----------------------------------
+
+ServerTime = Annotated[Timestamp, Field(description="The server's clock when it answered (for clock sync).")]
+Position = Annotated[float, Field(description="Seconds into the track.")]
+
+
+@closed
+class PlaybackStarted(TypedDict):
+    track_id: Uuid
+    started_at: Timestamp
+    server_time: ServerTime
+
+
+@closed
+class PlaybackPaused(TypedDict):
+    track_id: Uuid
+    paused_at: Timestamp
+    position: Position | None
+    server_time: ServerTime
+
+
+@closed
+class PlaybackResumed(TypedDict):
+    track_id: Uuid
+    resumed_at: Timestamp
+    position: Position | None
+    server_time: ServerTime
+
+
+@closed
+class TrackSkipped(TypedDict):
+    skipped_track_id: Uuid
+    next_track_id: Annotated[Uuid | None, Field(description="Null when the queue is empty (playback stops).")]
+    server_time: ServerTime
+
+
+@closed
+class PlaybackStopped(TypedDict):
+    server_time: ServerTime
+
+
+@closed
+class PlaybackSeeked(TypedDict):
+    track_id: Uuid
+    position: Position
+    seeked_at: Timestamp
+    server_time: ServerTime
+    is_playing: bool
+
+
+@closed
+class StatusTrack(TypedDict):
+    """The current track, as the playback status shows it (Laravel's key set)."""
+
+    id: Uuid
+    filename: str
+    original_name: str
+    duration_seconds: int
+    file_path: str
+
+
+@closed
+class PlaybackStatus(TypedDict):
+    is_playing: bool
+    current_track: StatusTrack | None
+    position: Position | None
+    started_at: Timestamp | None
+    paused_at: Timestamp | None
+    server_time: ServerTime
+
+
+@closed
+class PlaybackStartedResponse(TypedDict):
+    """The track plays from its start (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: PlaybackStarted
+
+
+@closed
+class PlaybackPausedResponse(TypedDict):
+    """Paused (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: PlaybackPaused
+
+
+@closed
+class PlaybackResumedResponse(TypedDict):
+    """Resumed (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: PlaybackResumed
+
+
+@closed
+class TrackSkippedResponse(TypedDict):
+    """Skipped to the next track of the queue, if any (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: TrackSkipped
+
+
+@closed
+class PlaybackStoppedResponse(TypedDict):
+    """Stopped (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: PlaybackStopped
+
+
+@closed
+class PlaybackSeekedResponse(TypedDict):
+    """Moved within the current track (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: PlaybackSeeked
+
+
+@closed
+class PlaybackStatusResponse(TypedDict):
+    """What plays in the room (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: PlaybackStatus
+
+
+@open_ended
+class SeekRequest(TypedDict):
+    """Where to move the current track to. Unknown fields are ignored."""
+
+    position: Annotated[
+        float | Annotated[str, Field(pattern=r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")],
+        Field(description="Seconds from the start: a number, or a numeric string (PHP's is_numeric)."),
+    ]
+
+
+NOT_PLAYBACK_ADMIN: Responses = {403: error("Only the room's administrator controls playback (envelope A).")}
+TRACK_NOT_IN_ROOM: Responses = {404: error("The track does not belong to this room (envelope A).")}
+CONCURRENT_CHANGE: Responses = {409: error("Playback changed concurrently; retry (envelope A).")}

@@ -9,9 +9,19 @@ from fastapi import APIRouter, Request
 from spotik.deps import CurrentUser, SessionDep
 from spotik.errors import JSONResponse
 from spotik.http.input import read_input
+from spotik.http.openapi import BAD_INPUT, INVALID_A, UNAUTHENTICATED, Done, error, request_body, responses
 from spotik.http.responses import ok
 from spotik.playlists import service
-from spotik.playlists.schemas import playlist_resource
+from spotik.playlists.schemas import (
+    PLAYLIST_NOT_FOUND,
+    PlaylistCreateRequest,
+    PlaylistListResponse,
+    PlaylistResponse,
+    PlaylistTrackAddedResponse,
+    PlaylistTrackRequest,
+    PlaylistUpdateRequest,
+    playlist_resource,
+)
 from spotik.validation import parse_uuid
 
 router = APIRouter(prefix="/api/playlists", tags=["playlists"])
@@ -31,38 +41,87 @@ def _resource(view: service.PlaylistView, viewer: CurrentUser) -> dict[str, obje
     return playlist_resource(view.playlist, owner=view.owner, entries=view.entries, viewer_id=viewer.id)
 
 
-@router.get("")
+@router.get(
+    "",
+    summary="The caller's playlists and the public ones",
+    response_model=PlaylistListResponse,
+    responses=UNAUTHENTICATED,
+)
 async def list_playlists(user: CurrentUser, session: SessionDep) -> JSONResponse:
     views = await service.list_playlists(session, viewer=user)
     return ok("Playlists retrieved successfully", [_resource(view, user) for view in views])
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a playlist",
+    response_model=PlaylistResponse,
+    responses=responses(BAD_INPUT, UNAUTHENTICATED, INVALID_A),
+    openapi_extra=request_body(PlaylistCreateRequest),
+)
 async def create_playlist(user: CurrentUser, request: Request, session: SessionDep) -> JSONResponse:
     view = await service.create_playlist(session, owner=user, data=await read_input(request))
     return ok("Playlist created successfully", _resource(view, user), status_code=201)
 
 
-@router.get("/{playlist}")
+@router.get(
+    "/{playlist}",
+    summary="A playlist (the owner's, or a public one)",
+    response_model=PlaylistResponse,
+    responses=responses(
+        UNAUTHENTICATED, {403: error("A private playlist of another user (envelope A).")}, PLAYLIST_NOT_FOUND
+    ),
+)
 async def show_playlist(user: CurrentUser, playlist: str, session: SessionDep) -> JSONResponse:
     view = await service.show_playlist(session, playlist_id_from(playlist), viewer=user)
     return ok("Playlist retrieved successfully", _resource(view, user))
 
 
-@router.put("/{playlist}")
+@router.put(
+    "/{playlist}",
+    summary="Change a playlist (its owner)",
+    response_model=PlaylistResponse,
+    responses=responses(
+        BAD_INPUT,
+        UNAUTHENTICATED,
+        {403: error("Not the playlist's owner (envelope A).")},
+        PLAYLIST_NOT_FOUND,
+        INVALID_A,
+    ),
+    openapi_extra=request_body(PlaylistUpdateRequest, required=False),
+)
 async def update_playlist(user: CurrentUser, playlist: str, request: Request, session: SessionDep) -> JSONResponse:
     playlist_id = playlist_id_from(playlist)
     view = await service.update_playlist(session, playlist_id, viewer=user, data=await read_input(request))
     return ok("Playlist updated successfully", _resource(view, user))
 
 
-@router.delete("/{playlist}")
+@router.delete(
+    "/{playlist}",
+    summary="Delete a playlist (its owner)",
+    response_model=Done,
+    responses=responses(UNAUTHENTICATED, {403: error("Not the playlist's owner (envelope A).")}, PLAYLIST_NOT_FOUND),
+)
 async def delete_playlist(user: CurrentUser, playlist: str, session: SessionDep) -> JSONResponse:
     await service.delete_playlist(session, playlist_id_from(playlist), viewer=user)
     return ok("Playlist deleted successfully")
 
 
-@router.post("/{playlist}/tracks")
+@router.post(
+    "/{playlist}/tracks",
+    summary="Add a track to a playlist (its owner)",
+    response_model=PlaylistTrackAddedResponse,
+    responses=responses(
+        BAD_INPUT,
+        UNAUTHENTICATED,
+        {403: error("Not the playlist's owner (envelope A).")},
+        PLAYLIST_NOT_FOUND,
+        {409: error("The track is already in the playlist (envelope A).")},
+        INVALID_A,
+    ),
+    openapi_extra=request_body(PlaylistTrackRequest),
+)
 async def add_playlist_track(user: CurrentUser, playlist: str, request: Request, session: SessionDep) -> JSONResponse:
     playlist_id = playlist_id_from(playlist)
     track_id, position = await service.add_track(session, playlist_id, viewer=user, data=await read_input(request))
@@ -73,7 +132,17 @@ async def add_playlist_track(user: CurrentUser, playlist: str, request: Request,
     )
 
 
-@router.delete("/{playlist}/tracks/{track}")
+@router.delete(
+    "/{playlist}/tracks/{track}",
+    summary="Remove a track from a playlist (its owner)",
+    response_model=Done,
+    responses=responses(
+        UNAUTHENTICATED,
+        {403: error("Not the playlist's owner (envelope A).")},
+        PLAYLIST_NOT_FOUND,
+        {404: error("The track is not in the playlist (envelope A).")},
+    ),
+)
 async def remove_playlist_track(user: CurrentUser, playlist: str, track: str, session: SessionDep) -> JSONResponse:
     await service.remove_track(session, playlist_id_from(playlist), viewer=user, track_id=parse_uuid(track))
     return ok("Track removed from playlist successfully")

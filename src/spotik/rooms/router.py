@@ -5,31 +5,69 @@ from fastapi import APIRouter, Request
 from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep
 from spotik.errors import JSONResponse
 from spotik.http.input import read_input
+from spotik.http.openapi import (
+    BAD_INPUT,
+    INVALID_A,
+    ROOM_NOT_FOUND,
+    UNAUTHENTICATED,
+    Done,
+    error,
+    request_body,
+    responses,
+)
 from spotik.http.responses import ok
 from spotik.rooms import service
+from spotik.rooms.schemas import (
+    NOT_ADMINISTRATOR,
+    ParticipantListResponse,
+    RoomCreateRequest,
+    RoomDetailResponse,
+    RoomJoinedResponse,
+    RoomListResponse,
+    RoomResponse,
+    RoomUpdateRequest,
+)
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 
 
-@router.get("")
+@router.get("", summary="Every room", response_model=RoomListResponse, responses=UNAUTHENTICATED)
 async def list_rooms(user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     rooms = await service.list_rooms(session, state.settings, viewer=user)
     return ok("Rooms retrieved successfully", rooms)
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a room (the creator administers it and joins it)",
+    response_model=RoomResponse,
+    responses=responses(BAD_INPUT, UNAUTHENTICATED, INVALID_A),
+    openapi_extra=request_body(RoomCreateRequest),
+)
 async def create_room(request: Request, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     room = await service.create_room(session, state.settings, creator=user, data=await read_input(request))
     return ok("Room created successfully", room, status_code=201)
 
 
-@router.get("/{room}")
+@router.get(
+    "/{room}",
+    summary="A room with its queue",
+    response_model=RoomDetailResponse,
+    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND),
+)
 async def show_room(room: RoomDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     payload = await service.room_payload(session, state.settings, room.id, viewer=user, detail=True)
     return ok("Room retrieved successfully", payload)
 
 
-@router.put("/{room}")
+@router.put(
+    "/{room}",
+    summary="Change a room's settings (its administrator)",
+    response_model=RoomResponse,
+    responses=responses(BAD_INPUT, UNAUTHENTICATED, NOT_ADMINISTRATOR, ROOM_NOT_FOUND, INVALID_A),
+    openapi_extra=request_body(RoomUpdateRequest, required=False),
+)
 async def update_room(
     request: Request, room: RoomDep, user: CurrentUser, state: StateDep, session: SessionDep
 ) -> JSONResponse:
@@ -38,24 +76,49 @@ async def update_room(
     return ok("Room updated successfully", payload)
 
 
-@router.delete("/{room}")
+@router.delete(
+    "/{room}",
+    summary="Delete a room with its tracks (its administrator)",
+    response_model=Done,
+    responses=responses(UNAUTHENTICATED, NOT_ADMINISTRATOR, ROOM_NOT_FOUND),
+)
 async def delete_room(room: RoomDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     await service.delete_room(session, state.settings, state.events, room=room, user=user)
     return ok("Room deleted successfully")
 
 
-@router.post("/{room}/join")
+@router.post(
+    "/{room}/join",
+    summary="Join a room (idempotent)",
+    response_model=RoomJoinedResponse,
+    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND),
+)
 async def join_room(room: RoomDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     joined, payload = await service.join_room(session, state.settings, state.events, room=room, user=user)
     return ok("Successfully joined the room" if joined else "You are already in this room", payload)
 
 
-@router.post("/{room}/leave")
+@router.post(
+    "/{room}/leave",
+    summary="Leave a room",
+    response_model=Done,
+    responses=responses(
+        UNAUTHENTICATED,
+        {403: error("The administrator cannot leave: delete the room instead (envelope A).")},
+        ROOM_NOT_FOUND,
+        {404: error("The user is not a participant (envelope A).")},
+    ),
+)
 async def leave_room(room: RoomDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     await service.leave_room(session, state.events, room=room, user=user)
     return ok("Successfully left the room")
 
 
-@router.get("/{room}/participants")
+@router.get(
+    "/{room}/participants",
+    summary="A room's participants",
+    response_model=ParticipantListResponse,
+    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND),
+)
 async def list_participants(room: RoomDep, user: CurrentUser, session: SessionDep) -> JSONResponse:
     return ok("Participants retrieved successfully", await service.list_participants(session, room=room))

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+from typing_extensions import TypedDict
 
 from spotik.auth.models import User
-from spotik.auth.schemas import user_full
+from spotik.auth.schemas import UserResource, user_full
+from spotik.http.openapi import Message, Responses, Timestamp, Uuid, closed, error, open_ended
 from spotik.rooms.models import Room, RoomParticipant
 from spotik.timefmt import iso
 from spotik.tracks.models import Track
-from spotik.tracks.schemas import track_resource
+from spotik.tracks.schemas import TrackResource, track_resource
 
 
 def duration_in_room(joined_at: datetime | None, now: datetime | None = None) -> str:
@@ -105,3 +109,139 @@ def room_resource(
     if viewer is not None:
         body["user"] = user_full(viewer)
     return body
+
+
+# --- the OpenAPI document (shapes of the builders above; documentation only) -----------------------------------
+
+
+@closed
+class ParticipantResource(TypedDict):
+    """A room's participant (``participant_resource``): ``id`` is the user's id (§9.7)."""
+
+    id: Annotated[Uuid, Field(description="The user's id.")]
+    participant_id: Annotated[Uuid, Field(description="The membership's id.")]
+    user_id: Uuid
+    room_id: Uuid
+    joined_at: Timestamp | None
+    duration_in_room: Annotated[str, Field(examples=["5 minutes", "Just joined"])]
+    is_administrator: bool
+    user: UserResource
+    username: str
+
+
+@closed
+class RoomSummary(TypedDict):
+    """A room in the room list (``room_resource`` without the viewer and the queue)."""
+
+    id: Uuid
+    name: str
+    administrator_id: Uuid
+    current_track_id: Uuid | None
+    is_playing: bool
+    playback_started_at: Annotated[
+        Timestamp | None, Field(description="The pause-adjusted virtual start of the current track.")
+    ]
+    playback_paused_at: Timestamp | None
+    current_playback_position: Annotated[float, Field(description="0 while playing; the paused position otherwise.")]
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
+    administrator: UserResource
+    current_track: TrackResource | None
+    participants: list[ParticipantResource]
+    participant_count: int
+    track_count: int
+    cover_url: str | None
+    is_administrator: Annotated[bool, Field(description="Whether the requesting user administers the room.")]
+    is_participant: Annotated[bool, Field(description="Whether the requesting user is a participant.")]
+
+
+@closed
+class RoomResource(RoomSummary):
+    """A room as the requesting ``user`` sees it."""
+
+    user: Annotated[UserResource, Field(description="The requesting user.")]
+
+
+@closed
+class RoomDetail(RoomResource):
+    """A room with its queue."""
+
+    track_queue: list[TrackResource]
+
+
+@closed
+class Membership(TypedDict):
+    """The requesting user's membership of a room."""
+
+    id: Uuid
+    room_id: Uuid
+    user_id: Uuid
+    joined_at: Timestamp
+
+
+@closed
+class RoomJoined(TypedDict):
+    room: RoomResource
+    participant: Membership
+
+
+@closed
+class RoomListResponse(TypedDict):
+    """Every room (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: list[RoomSummary]
+
+
+@closed
+class RoomResponse(TypedDict):
+    """A room (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: RoomResource
+
+
+@closed
+class RoomDetailResponse(TypedDict):
+    """A room with its queue (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: RoomDetail
+
+
+@closed
+class RoomJoinedResponse(TypedDict):
+    """Joined, or already a participant (envelope A; the message tells which)."""
+
+    success: Literal[True]
+    message: Message
+    data: RoomJoined
+
+
+@closed
+class ParticipantListResponse(TypedDict):
+    """A room's participants (envelope A)."""
+
+    success: Literal[True]
+    message: Message
+    data: list[ParticipantResource]
+
+
+@open_ended
+class RoomCreateRequest(TypedDict):
+    """A new room. Unknown fields are ignored."""
+
+    name: Annotated[str, Field(max_length=100)]
+
+
+@open_ended
+class RoomUpdateRequest(TypedDict, total=False):
+    """The room's settings to change (only those sent). Unknown fields are ignored."""
+
+    name: Annotated[str, Field(max_length=100, description="May not be empty.")]
+
+
+NOT_ADMINISTRATOR: Responses = {403: error("Only the room's administrator may do this (envelope A).")}

@@ -16,9 +16,34 @@ from starlette.responses import Response
 
 from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep
 from spotik.errors import ApiError, Envelope, JSONResponse, NotFound
+from spotik.http.openapi import (
+    FILE_REQUEST_HEADERS,
+    MULTIPART,
+    ROOM_NOT_FOUND,
+    UNAUTHENTICATED,
+    ErrorB,
+    error,
+    file_responses,
+    request_body,
+    responses,
+)
 from spotik.http.responses import bare
 from spotik.tracks import service
 from spotik.tracks.models import Track
+from spotik.tracks.schemas import (
+    AUDIO_NOT_FOUND,
+    INVALID_SEARCH,
+    INVALID_UPLOAD,
+    NOT_A_MEMBER,
+    TRACK_NOT_FOUND,
+    AudioFileMetadata,
+    TrackMessage,
+    TrackQueue,
+    TrackSearchResults,
+    TrackUploaded,
+    TrackUploadForm,
+    VoteResult,
+)
 from spotik.tracks.streaming import DEFAULT_CACHE_CONTROL, audio_file_response
 from spotik.tracks.uploads import UploadError, check_declared_length, receive_multipart
 
@@ -36,12 +61,36 @@ async def track_from_path(track: str, session: SessionDep) -> Track:
 TrackDep = Annotated[Track, Depends(track_from_path)]
 
 
-@router.get("/api/rooms/{room}/tracks")
+@router.get(
+    "/api/rooms/{room}/tracks",
+    summary="A room's queue",
+    response_model=TrackQueue,
+    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER),
+)
 async def list_tracks(user: CurrentUser, room: RoomDep, session: SessionDep, state: StateDep) -> JSONResponse:
     return bare(await service.list_queue(session, room=room, user=user, public_root=state.settings.public_root))
 
 
-@router.post("/api/rooms/{room}/tracks", status_code=201)
+@router.post(
+    "/api/rooms/{room}/tracks",
+    status_code=201,
+    summary="Upload a track to a room's queue",
+    response_model=TrackUploaded,
+    responses=responses(
+        {400: error("Not a valid multipart/form-data body, or the upload was interrupted (envelope B).", ErrorB)},
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        NOT_A_MEMBER,
+        {404: error("The room was deleted while the upload arrived (envelope B).", ErrorB)},
+        {413: error("The audio file or the whole body is over the upload limit (envelope B).", ErrorB)},
+        INVALID_UPLOAD,
+    ),
+    openapi_extra=request_body(
+        TrackUploadForm,
+        MULTIPART,
+        encoding={"audio_file": {"contentType": "audio/*"}, "cover_image": {"contentType": "image/*"}},
+    ),
+)
 async def upload_track(
     user: CurrentUser, room: RoomDep, request: Request, session: SessionDep, state: StateDep
 ) -> JSONResponse:
@@ -66,7 +115,17 @@ async def upload_track(
     return bare({"message": "Track uploaded successfully", "track": item}, status_code=201)
 
 
-@router.delete("/api/rooms/{room}/tracks/{track}")
+@router.delete(
+    "/api/rooms/{room}/tracks/{track}",
+    summary="Remove a track (its uploader or the room's administrator)",
+    response_model=TrackMessage,
+    responses=responses(
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        {403: error("Neither the track's uploader nor the room's administrator (envelope B).", ErrorB)},
+        TRACK_NOT_FOUND,
+    ),
+)
 async def delete_track(
     user: CurrentUser, room: RoomDep, track: TrackDep, session: SessionDep, state: StateDep
 ) -> JSONResponse:
@@ -74,14 +133,24 @@ async def delete_track(
     return bare({"message": "Track deleted successfully"})
 
 
-@router.post("/api/rooms/{room}/tracks/{track}/vote")
+@router.post(
+    "/api/rooms/{room}/tracks/{track}/vote",
+    summary="Vote for a track (idempotent)",
+    response_model=VoteResult,
+    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER, TRACK_NOT_FOUND),
+)
 async def vote_track(
     user: CurrentUser, room: RoomDep, track: TrackDep, session: SessionDep, state: StateDep
 ) -> JSONResponse:
     return _vote_answer(await service.vote(session, state.events, room=room, track=track, user=user))
 
 
-@router.delete("/api/rooms/{room}/tracks/{track}/vote")
+@router.delete(
+    "/api/rooms/{room}/tracks/{track}/vote",
+    summary="Withdraw a vote (idempotent)",
+    response_model=VoteResult,
+    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER, TRACK_NOT_FOUND),
+)
 async def unvote_track(
     user: CurrentUser, room: RoomDep, track: TrackDep, session: SessionDep, state: StateDep
 ) -> JSONResponse:
@@ -92,7 +161,12 @@ def _vote_answer(change: service.VoteChange) -> JSONResponse:
     return bare({"message": change.message, "vote_score": change.vote_score, "user_has_voted": change.user_has_voted})
 
 
-@router.get("/api/tracks")
+@router.get(
+    "/api/tracks",
+    summary="Search the tracks of the caller's rooms by name",
+    response_model=TrackSearchResults,
+    responses=responses(UNAUTHENTICATED, INVALID_SEARCH),
+)
 async def search_tracks(
     user: CurrentUser,
     session: SessionDep,
@@ -104,7 +178,14 @@ async def search_tracks(
     return bare({"tracks": items, "total_count": total, "data": items})
 
 
-@router.api_route("/api/tracks/{track}/stream", methods=["GET", "HEAD"])
+@router.api_route(
+    "/api/tracks/{track}/stream",
+    methods=["GET", "HEAD"],
+    summary="Stream a track's audio (ranges, conditional requests)",
+    response_class=Response,
+    responses=responses(file_responses("audio/*", "audio file"), UNAUTHENTICATED, NOT_A_MEMBER, AUDIO_NOT_FOUND),
+    openapi_extra=FILE_REQUEST_HEADERS,
+)
 async def stream_track(
     user: CurrentUser, track: TrackDep, request: Request, session: SessionDep, state: StateDep
 ) -> Response:
@@ -113,7 +194,20 @@ async def stream_track(
     return _file_response(request, path, track)
 
 
-@router.api_route("/api/audio/{filename}", methods=["GET", "HEAD"])
+@router.api_route(
+    "/api/audio/{filename}",
+    methods=["GET", "HEAD"],
+    summary="A stored audio file by name (ranges, conditional requests)",
+    response_class=Response,
+    responses=responses(
+        file_responses("audio/*", "audio file"),
+        UNAUTHENTICATED,
+        NOT_A_MEMBER,
+        {403: error("The stored file is not audio (envelope B).", ErrorB)},
+        AUDIO_NOT_FOUND,
+    ),
+    openapi_extra=FILE_REQUEST_HEADERS,
+)
 async def serve_audio(
     user: CurrentUser, filename: str, request: Request, session: SessionDep, state: StateDep
 ) -> Response:
@@ -124,7 +218,17 @@ async def serve_audio(
     return response
 
 
-@router.get("/api/audio/{filename}/metadata")
+@router.get(
+    "/api/audio/{filename}/metadata",
+    summary="A stored audio file's metadata",
+    response_model=AudioFileMetadata,
+    responses=responses(
+        UNAUTHENTICATED,
+        NOT_A_MEMBER,
+        {403: error("The stored file is not audio (envelope B).", ErrorB)},
+        AUDIO_NOT_FOUND,
+    ),
+)
 async def audio_metadata(user: CurrentUser, filename: str, session: SessionDep, state: StateDep) -> JSONResponse:
     track, path = await service.audio_by_filename(session, filename=filename, user=user, settings=state.settings)
     return bare(service.audio_metadata(track, path))

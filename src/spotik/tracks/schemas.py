@@ -6,10 +6,26 @@ Relations (``uploader``, ``genre``) must have been loaded by the query; nothing 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
-from spotik.auth.schemas import user_full
-from spotik.genres.schemas import genre_brief
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from spotik.auth.schemas import UserResource, user_full
+from spotik.genres.schemas import GenreSummary, genre_brief
+from spotik.http.openapi import (
+    Binary,
+    ErrorB,
+    IntegerInput,
+    Message,
+    Responses,
+    Timestamp,
+    Uuid,
+    ValidationErrorB,
+    closed,
+    error,
+    open_ended,
+)
 from spotik.timefmt import iso
 from spotik.tracks.models import Track
 
@@ -98,3 +114,135 @@ def queue_item(track: Track, *, user_has_voted: bool, cover_url: str | None) -> 
         "file_url": file_url(track),
         "cover_url": cover_url,
     }
+
+
+# --- the OpenAPI document (shapes of the builders above; documentation only) -----------------------------------
+
+
+@closed
+class TrackResource(TypedDict):
+    """A track (Laravel's TrackResource, ``track_resource``): a room's current track and queue, playlist entries."""
+
+    id: Uuid
+    room_id: Uuid
+    filename: Annotated[str, Field(description="The stored file's name (`/api/audio/{filename}`).")]
+    original_name: Annotated[str, Field(description="The uploaded file's name.")]
+    duration_seconds: int
+    formatted_duration: Annotated[str, Field(examples=["3:07"])]
+    file_size_bytes: int
+    mime_type: Annotated[str, Field(examples=["audio/mpeg"])]
+    vote_score: int
+    file_path: str
+    file_url: Annotated[str, Field(description="Where to stream it (`/api/tracks/{id}/stream`).")]
+    has_voted: Annotated[bool, Field(description="Whether the requesting user voted for it.")]
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
+    uploader: UserResource
+    genre: GenreSummary | None
+
+
+@closed
+class TrackUploader(TypedDict):
+    id: Uuid
+    username: str
+
+
+@closed
+class QueueItem(TypedDict):
+    """An entry of a room's queue (``queue_item``, contract §2.12 QueueItem)."""
+
+    id: Uuid
+    room_id: Uuid
+    filename: str
+    original_name: str
+    duration_seconds: int
+    formatted_duration: str
+    file_size_bytes: int
+    formatted_file_size: Annotated[str, Field(examples=["6.04 MB"])]
+    mime_type: str
+    vote_score: int
+    votes_count: Annotated[int, Field(description="The same as `vote_score`.")]
+    uploader: TrackUploader
+    genre: GenreSummary | None
+    user_has_voted: bool
+    created_at: Timestamp | None
+    updated_at: Timestamp | None
+    file_url: str
+    cover_url: Annotated[str | None, Field(description="The track's cover (`/api/storage/…`), if it has one.")]
+
+
+@closed
+class TrackQueue(TypedDict):
+    """A room's queue, in play order (envelope B)."""
+
+    tracks: list[QueueItem]
+    total_count: int
+
+
+@closed
+class TrackSearchResults(TypedDict):
+    """Tracks of the caller's rooms whose name matches (envelope B); ``data`` repeats ``tracks``."""
+
+    tracks: list[QueueItem]
+    total_count: Annotated[int, Field(description="Every match, beyond the 50 listed.")]
+    data: list[QueueItem]
+
+
+@closed
+class TrackUploaded(TypedDict):
+    """The new track, queued (envelope B)."""
+
+    message: Message
+    track: QueueItem
+
+
+@closed
+class TrackMessage(TypedDict):
+    """Done (envelope B)."""
+
+    message: Message
+
+
+@closed
+class VoteResult(TypedDict):
+    """The track's score after the vote (envelope B)."""
+
+    message: Message
+    vote_score: int
+    user_has_voted: bool
+
+
+@closed
+class AudioFileMetadata(TypedDict):
+    """A stored audio file (envelope B)."""
+
+    filename: str
+    size: Annotated[int, Field(description="Bytes on disk.")]
+    mime_type: str
+    last_modified: Timestamp
+    formatted_size: str
+    duration_seconds: int
+    original_name: str
+    track_id: Uuid
+
+
+@open_ended
+class TrackUploadForm(TypedDict):
+    """A track to add to the queue (multipart/form-data)."""
+
+    audio_file: Annotated[
+        Binary, Field(description="MP3, WAV, M4A, OGG/Opus or FLAC; the type is read from the content, not the name.")
+    ]
+    genre_id: NotRequired[Annotated[IntegerInput, Field(description="An existing genre's id.")]]
+    cover_image: NotRequired[Annotated[Binary, Field(description="JPEG, PNG or WebP, at most 5 MB.")]]
+
+
+NOT_A_MEMBER: Responses = {403: error("The user is not a participant of the room (envelope B).", ErrorB)}
+TRACK_NOT_FOUND: Responses = {404: error("No such track in this room (envelope B).", ErrorB)}
+AUDIO_NOT_FOUND: Responses = {404: error("No such track, or its file is missing (envelope B).", ErrorB)}
+INVALID_UPLOAD: Responses = {
+    422: error(
+        "The form breaks Laravel's rules, or the audio is not a supported format (envelope B).", ValidationErrorB
+    )
+}
+INVALID_SEARCH: Responses = {422: error("`search` is longer than 255 characters (envelope B).", ValidationErrorB)}

@@ -20,6 +20,18 @@ from starlette.responses import HTMLResponse, Response
 from spotik.auth.models import User
 from spotik.deps import CurrentUser, StateDep
 from spotik.errors import Forbidden, JSONResponse
+from spotik.http.openapi import UNAUTHENTICATED, ErrorA, ErrorB, ValidationErrorA, error, responses
+from spotik.performance.api.schemas import (
+    BenchmarksResponse,
+    CacheClearResponse,
+    InvalidType,
+    LaravelMetrics,
+    OptimizeResponse,
+    PerformanceDashboardResponse,
+    PerformanceHealthResponse,
+    PerformanceMetricsResponse,
+    WebSocketStatus,
+)
 from spotik.performance.api.service import (
     ACTION_TIMEOUT_SECONDS,
     CACHE_TYPES,
@@ -32,7 +44,10 @@ from spotik.performance.api.service import (
     is_operator,
     load_average,
 )
-from spotik.performance.api.subsystems import CacheClearing, guarded
+from spotik.performance.api.subsystems import (
+    CacheClearing,
+    guarded,
+)
 from spotik.performance.monitor import Monitoring
 from spotik.state import AppState
 from spotik.timefmt import now_iso
@@ -42,7 +57,7 @@ log = structlog.get_logger("spotik.performance.api")
 router = APIRouter(tags=["performance"])
 
 
-@router.get("/api/performance/metrics")
+@router.get("/api/performance/metrics", summary="Headline figures", response_model=PerformanceMetricsResponse)
 async def performance_metrics(context: Context) -> JSONResponse:
     api = context.api
     state, monitoring = context.state, context.monitoring
@@ -87,7 +102,12 @@ async def performance_metrics(context: Context) -> JSONResponse:
     return JSONResponse({"success": True, "metrics": body})
 
 
-@router.get("/api/performance/health")
+@router.get(
+    "/api/performance/health",
+    summary="Every subsystem's health",
+    response_model=PerformanceHealthResponse,
+    responses={503: {"model": PerformanceHealthResponse, "description": "A subsystem is unhealthy."}},
+)
 async def performance_health(context: Context) -> JSONResponse:
     api = context.api
     monitoring = context.monitoring
@@ -96,7 +116,12 @@ async def performance_health(context: Context) -> JSONResponse:
     return JSONResponse({"success": True, "health": report, "timestamp": now_iso()}, status_code=code)
 
 
-@router.get("/api/performance/dashboard")
+@router.get(
+    "/api/performance/dashboard",
+    summary="The dashboard's figures",
+    response_model=PerformanceDashboardResponse,
+    responses=UNAUTHENTICATED,
+)
 async def performance_dashboard(context: Context, _user: CurrentUser) -> JSONResponse:
     api = context.api
     state, monitoring = context.state, context.monitoring
@@ -134,7 +159,12 @@ async def performance_dashboard(context: Context, _user: CurrentUser) -> JSONRes
     return JSONResponse({"success": True, "data": data, "timestamp": now_iso(), "authenticated": True})
 
 
-@router.get("/api/performance/benchmarks")
+@router.get(
+    "/api/performance/benchmarks",
+    summary="Run each subsystem's micro-benchmark",
+    response_model=BenchmarksResponse,
+    responses=UNAUTHENTICATED,
+)
 async def performance_benchmarks(context: Context, _user: CurrentUser) -> JSONResponse:
     api = context.api
     results: dict[str, Any] = {}
@@ -143,7 +173,18 @@ async def performance_benchmarks(context: Context, _user: CurrentUser) -> JSONRe
     return JSONResponse({"success": True, "benchmarks": results, "timestamp": now_iso()})
 
 
-@router.post("/api/performance/optimize")
+@router.post(
+    "/api/performance/optimize",
+    summary="Run each subsystem's optimization (operators)",
+    response_model=OptimizeResponse,
+    responses=responses(
+        UNAUTHENTICATED,
+        {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
+        {400: error("The body is not valid JSON (envelope A).", ErrorA)},
+        {400: error("An unknown type.", InvalidType)},
+        {422: error("The body does not match its schema (envelope A).", ValidationErrorA)},
+    ),
+)
 async def performance_optimize(
     context: Context,
     operator: Operator,
@@ -176,7 +217,18 @@ async def performance_optimize(
     )
 
 
-@router.post("/api/performance/cache/clear")
+@router.post(
+    "/api/performance/cache/clear",
+    summary="Clear caches (operators)",
+    response_model=CacheClearResponse,
+    responses=responses(
+        UNAUTHENTICATED,
+        {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
+        {400: error("The body is not valid JSON (envelope A).", ErrorA)},
+        {400: error("An unknown type.", InvalidType)},
+        {422: error("The body does not match its schema (envelope A).", ValidationErrorA)},
+    ),
+)
 async def performance_cache_clear(
     context: Context,
     operator: Operator,
@@ -205,7 +257,7 @@ async def performance_cache_clear(
     )
 
 
-@router.get("/api/websocket/status")
+@router.get("/api/websocket/status", summary="The WebSocket gateway's connections", response_model=WebSocketStatus)
 async def websocket_status(state: StateDep) -> JSONResponse:
     realtime = state.realtime
     stats = realtime.registry.stats() if realtime is not None else None
@@ -223,7 +275,12 @@ async def websocket_status(state: StateDep) -> JSONResponse:
     )
 
 
-@router.get("/api/metrics")
+@router.get(
+    "/api/metrics",
+    summary="The current hour's request figures",
+    response_model=LaravelMetrics,
+    responses={503: error("The monitoring is disabled (envelope B).", ErrorB)},
+)
 async def laravel_metrics_endpoint(context: Context) -> JSONResponse:
     api = context.api
     monitoring = context.monitoring
@@ -233,7 +290,12 @@ async def laravel_metrics_endpoint(context: Context) -> JSONResponse:
     return JSONResponse({"timestamp": now_iso(), "metrics": hour})
 
 
-@router.get("/dashboard", include_in_schema=False)
+@router.get(
+    "/dashboard",
+    summary="The live performance dashboard (HTML)",
+    response_class=HTMLResponse,
+    responses={200: {"description": "The dashboard page; it polls the performance API."}},
+)
 async def dashboard_page(state: StateDep) -> Response:
     nonce = secrets.token_urlsafe(18)
     policy = (

@@ -1,0 +1,86 @@
+"""Shapes of the health endpoints, for the OpenAPI document (documentation only)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NotRequired
+
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from spotik.http.openapi import Timestamp, closed
+
+CheckStatus = Literal["healthy", "unhealthy"]
+Milliseconds = Annotated[float, Field(description="How long the check took (ms).")]
+
+
+@closed
+class Ping(TypedDict):
+    """The server answers."""
+
+    status: Literal["ok"]
+    timestamp: Timestamp
+
+
+@closed
+class ServerTime(TypedDict):
+    """The server's clock (clients sync playback with it)."""
+
+    timestamp: Timestamp
+    unix_timestamp: Annotated[int, Field(description="Seconds since the epoch.")]
+    timezone: Literal["UTC"]
+
+
+@closed
+class DatabaseCheck(TypedDict):
+    status: CheckStatus
+    response_time: Milliseconds
+    connection: Literal["ok", "failed"]
+    driver: Annotated[str, Field(examples=["postgresql", "sqlite"])]
+    error: NotRequired[Annotated[str, Field(description="The exception's class name.")]]
+
+
+@closed
+class StorageCheck(TypedDict):
+    status: CheckStatus
+    response_time: Milliseconds
+    read_write: Annotated[bool, Field(description="Whether a probe file could be written and read back.")]
+    error: NotRequired[Annotated[str, Field(description="The exception's class name.")]]
+
+
+@closed
+class HealthChecks(TypedDict):
+    database: DatabaseCheck
+    storage: StorageCheck
+
+
+@closed
+class Health(TypedDict):
+    """The database and the storage checked now (200 when both are healthy, else 503)."""
+
+    status: CheckStatus
+    timestamp: Timestamp
+    checks: HealthChecks
+
+
+@closed
+class Liveness(TypedDict):
+    """The process answers (no dependency is checked)."""
+
+    alive: Literal[True]
+    timestamp: Timestamp
+    uptime: Annotated[float, Field(description="Seconds since the app started.")]
+
+
+@closed
+class ReadinessChecks(TypedDict):
+    database: CheckStatus
+    storage: CheckStatus
+
+
+@closed
+class Readiness(TypedDict):
+    """Whether the database is reachable and the storage writable (200 when ready, else 503)."""
+
+    ready: bool
+    timestamp: Timestamp
+    checks: ReadinessChecks
