@@ -38,6 +38,9 @@ from spotik.rooms.models import Room
 
 router = APIRouter(prefix="/api/rooms/{room}", tags=["playback"])
 
+# What any administrator action can answer besides its own errors.
+ADMIN_ACTION = responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_PLAYBACK_ADMIN, CONCURRENT_CHANGE)
+
 
 async def administered_room(user: CurrentUser, room: RoomDep) -> Room:
     service.require_administrator(user, room)
@@ -58,7 +61,7 @@ async def _control(
     "/tracks/{track}/play",
     summary="Play a track of the room from its start",
     response_model=PlaybackStartedResponse,
-    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_PLAYBACK_ADMIN, TRACK_NOT_IN_ROOM, CONCURRENT_CHANGE),
+    responses=responses(ADMIN_ACTION, TRACK_NOT_IN_ROOM),
 )
 async def play_track(
     track: str, room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep
@@ -70,13 +73,7 @@ async def play_track(
     "/playback/pause",
     summary="Pause",
     response_model=PlaybackPausedResponse,
-    responses=responses(
-        {400: error("Nothing is playing (envelope A).")},
-        UNAUTHENTICATED,
-        ROOM_NOT_FOUND,
-        NOT_PLAYBACK_ADMIN,
-        CONCURRENT_CHANGE,
-    ),
+    responses=responses({400: error("Nothing is playing (envelope A).")}, ADMIN_ACTION),
 )
 async def pause_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.PAUSE, {})
@@ -86,13 +83,7 @@ async def pause_playback(room: AdminRoom, user: CurrentUser, state: StateDep, se
     "/playback/resume",
     summary="Resume",
     response_model=PlaybackResumedResponse,
-    responses=responses(
-        {400: error("Nothing is paused (envelope A).")},
-        UNAUTHENTICATED,
-        ROOM_NOT_FOUND,
-        NOT_PLAYBACK_ADMIN,
-        CONCURRENT_CHANGE,
-    ),
+    responses=responses({400: error("Nothing is paused (envelope A).")}, ADMIN_ACTION),
 )
 async def resume_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.RESUME, {})
@@ -102,13 +93,7 @@ async def resume_playback(room: AdminRoom, user: CurrentUser, state: StateDep, s
     "/playback/skip",
     summary="Skip to the next track of the queue",
     response_model=TrackSkippedResponse,
-    responses=responses(
-        {400: error("No current track (envelope A).")},
-        UNAUTHENTICATED,
-        ROOM_NOT_FOUND,
-        NOT_PLAYBACK_ADMIN,
-        CONCURRENT_CHANGE,
-    ),
+    responses=responses({400: error("No current track (envelope A).")}, ADMIN_ACTION),
 )
 async def skip_track(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.SKIP, {})
@@ -118,7 +103,7 @@ async def skip_track(room: AdminRoom, user: CurrentUser, state: StateDep, sessio
     "/playback/stop",
     summary="Stop",
     response_model=PlaybackStoppedResponse,
-    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_PLAYBACK_ADMIN, CONCURRENT_CHANGE),
+    responses=ADMIN_ACTION,
 )
 async def stop_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.STOP, {})

@@ -56,6 +56,15 @@ log = structlog.get_logger("spotik.performance.api")
 
 router = APIRouter(tags=["performance"])
 
+# What an operator's action (optimize, cache clear) can answer besides its result.
+OPERATOR_ACTION = responses(
+    UNAUTHENTICATED,
+    {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
+    {400: error("The body is not valid JSON (envelope A).", ErrorA)},
+    {400: error("An unknown type.", InvalidType)},
+    {422: error("The body does not match its schema (envelope A).", ValidationErrorA)},
+)
+
 
 @router.get("/api/performance/metrics", summary="Headline figures", response_model=PerformanceMetricsResponse)
 async def performance_metrics(context: Context) -> JSONResponse:
@@ -177,13 +186,7 @@ async def performance_benchmarks(context: Context, _user: CurrentUser) -> JSONRe
     "/api/performance/optimize",
     summary="Run each subsystem's optimization (operators)",
     response_model=OptimizeResponse,
-    responses=responses(
-        UNAUTHENTICATED,
-        {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
-        {400: error("The body is not valid JSON (envelope A).", ErrorA)},
-        {400: error("An unknown type.", InvalidType)},
-        {422: error("The body does not match its schema (envelope A).", ValidationErrorA)},
-    ),
+    responses=OPERATOR_ACTION,
 )
 async def performance_optimize(
     context: Context,
@@ -221,13 +224,7 @@ async def performance_optimize(
     "/api/performance/cache/clear",
     summary="Clear caches (operators)",
     response_model=CacheClearResponse,
-    responses=responses(
-        UNAUTHENTICATED,
-        {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
-        {400: error("The body is not valid JSON (envelope A).", ErrorA)},
-        {400: error("An unknown type.", InvalidType)},
-        {422: error("The body does not match its schema (envelope A).", ValidationErrorA)},
-    ),
+    responses=OPERATOR_ACTION,
 )
 async def performance_cache_clear(
     context: Context,
