@@ -16,7 +16,16 @@ from spotik.db.base import utcnow
 from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep, parse_uuid
 from spotik.errors import Forbidden, JSONResponse
 from spotik.http.input import read_input
-from spotik.http.openapi import BAD_INPUT, INVALID_A, ROOM_NOT_FOUND, UNAUTHENTICATED, error, request_body, responses
+from spotik.http.openapi import (
+    BAD_INPUT,
+    INVALID_A,
+    ROOM_NOT_FOUND,
+    UNAUTHENTICATED,
+    error,
+    request_body,
+    responses,
+    returns,
+)
 from spotik.http.responses import ok
 from spotik.playback import schemas, service
 from spotik.playback.schemas import (
@@ -69,8 +78,14 @@ def numeric(name: str, value: Any, _data: Mapping[str, Any]) -> str | None:
 @router.post(
     "/tracks/{track}/play",
     summary="Play a track of the room from its start",
-    response_model=PlaybackStartedResponse,
-    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_PLAYBACK_ADMIN, TRACK_NOT_IN_ROOM, CONCURRENT_CHANGE),
+    responses=responses(
+        returns(PlaybackStartedResponse),
+        UNAUTHENTICATED,
+        ROOM_NOT_FOUND,
+        NOT_PLAYBACK_ADMIN,
+        TRACK_NOT_IN_ROOM,
+        CONCURRENT_CHANGE,
+    ),
 )
 async def play_track(track: str, room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
     track_id = parse_uuid(track)
@@ -83,8 +98,8 @@ async def play_track(track: str, room: AdminRoom, state: StateDep, session: Sess
 @router.post(
     "/playback/pause",
     summary="Pause",
-    response_model=PlaybackPausedResponse,
     responses=responses(
+        returns(PlaybackPausedResponse),
         {400: error("Nothing is playing (envelope A).")},
         UNAUTHENTICATED,
         ROOM_NOT_FOUND,
@@ -102,8 +117,8 @@ async def pause_playback(room: AdminRoom, state: StateDep, session: SessionDep) 
 @router.post(
     "/playback/resume",
     summary="Resume",
-    response_model=PlaybackResumedResponse,
     responses=responses(
+        returns(PlaybackResumedResponse),
         {400: error("Nothing is paused (envelope A).")},
         UNAUTHENTICATED,
         ROOM_NOT_FOUND,
@@ -120,8 +135,8 @@ async def resume_playback(room: AdminRoom, state: StateDep, session: SessionDep)
 @router.post(
     "/playback/skip",
     summary="Skip to the next track of the queue",
-    response_model=TrackSkippedResponse,
     responses=responses(
+        returns(TrackSkippedResponse),
         {400: error("No current track (envelope A).")},
         UNAUTHENTICATED,
         ROOM_NOT_FOUND,
@@ -139,8 +154,9 @@ async def skip_track(room: AdminRoom, state: StateDep, session: SessionDep) -> J
 @router.post(
     "/playback/stop",
     summary="Stop",
-    response_model=PlaybackStoppedResponse,
-    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_PLAYBACK_ADMIN, CONCURRENT_CHANGE),
+    responses=responses(
+        returns(PlaybackStoppedResponse), UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_PLAYBACK_ADMIN, CONCURRENT_CHANGE
+    ),
 )
 async def stop_playback(room: AdminRoom, state: StateDep, session: SessionDep) -> JSONResponse:
     await service.stop(session, state.events, room_id=room.id)
@@ -150,8 +166,8 @@ async def stop_playback(room: AdminRoom, state: StateDep, session: SessionDep) -
 @router.post(
     "/playback/seek",
     summary="Move within the current track",
-    response_model=PlaybackSeekedResponse,
     responses=responses(
+        returns(PlaybackSeekedResponse),
         BAD_INPUT,
         {400: error("No current track, or a position that is negative or past its end (envelope A).")},
         UNAUTHENTICATED,
@@ -172,8 +188,8 @@ async def seek_playback(request: Request, room: AdminRoom, state: StateDep, sess
 @router.get(
     "/playback/status",
     summary="What plays in the room (its participants)",
-    response_model=PlaybackStatusResponse,
     responses=responses(
+        returns(PlaybackStatusResponse),
         UNAUTHENTICATED,
         ROOM_NOT_FOUND,
         {403: error("The user is not a participant of the room (envelope A).")},

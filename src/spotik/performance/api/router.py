@@ -37,7 +37,7 @@ from starlette.responses import HTMLResponse, Response
 from spotik.auth.models import User
 from spotik.deps import CurrentUser, StateDep
 from spotik.errors import Forbidden, JSONResponse
-from spotik.http.openapi import UNAUTHENTICATED, ErrorA, ErrorB, ValidationErrorA, error, responses
+from spotik.http.openapi import UNAUTHENTICATED, ErrorA, ErrorB, ValidationErrorA, error, responses, returns
 from spotik.performance.api.schemas import (
     BenchmarksResponse,
     CacheClearResponse,
@@ -356,7 +356,11 @@ class PerformanceApi:
 
         router = APIRouter(tags=["performance"], lifespan=lifespan)
 
-        @router.get("/api/performance/metrics", summary="Headline figures", response_model=PerformanceMetricsResponse)
+        @router.get(
+            "/api/performance/metrics",
+            summary="Headline figures",
+            responses=returns(PerformanceMetricsResponse),
+        )
         async def performance_metrics(context: Context) -> JSONResponse:
             state, monitoring = context.state, context.monitoring
             health = await api.health(monitoring)
@@ -402,8 +406,10 @@ class PerformanceApi:
         @router.get(
             "/api/performance/health",
             summary="Every subsystem's health",
-            response_model=PerformanceHealthResponse,
-            responses={503: {"model": PerformanceHealthResponse, "description": "A subsystem is unhealthy."}},
+            responses=responses(
+                returns(PerformanceHealthResponse),
+                returns(PerformanceHealthResponse, 503, "A subsystem is unhealthy."),
+            ),
         )
         async def performance_health(context: Context) -> JSONResponse:
             monitoring = context.monitoring
@@ -414,8 +420,7 @@ class PerformanceApi:
         @router.get(
             "/api/performance/dashboard",
             summary="The dashboard's figures",
-            response_model=PerformanceDashboardResponse,
-            responses=UNAUTHENTICATED,
+            responses=responses(returns(PerformanceDashboardResponse), UNAUTHENTICATED),
         )
         async def performance_dashboard(context: Context, _user: CurrentUser) -> JSONResponse:
             state, monitoring = context.state, context.monitoring
@@ -455,8 +460,7 @@ class PerformanceApi:
         @router.get(
             "/api/performance/benchmarks",
             summary="Run each subsystem's micro-benchmark",
-            response_model=BenchmarksResponse,
-            responses=UNAUTHENTICATED,
+            responses=responses(returns(BenchmarksResponse), UNAUTHENTICATED),
         )
         async def performance_benchmarks(context: Context, _user: CurrentUser) -> JSONResponse:
             results: dict[str, Any] = {}
@@ -467,8 +471,8 @@ class PerformanceApi:
         @router.post(
             "/api/performance/optimize",
             summary="Run each subsystem's optimization (operators)",
-            response_model=OptimizeResponse,
             responses=responses(
+                returns(OptimizeResponse),
                 UNAUTHENTICATED,
                 {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
                 {400: error("The body is not valid JSON (envelope A).", ErrorA)},
@@ -509,8 +513,8 @@ class PerformanceApi:
         @router.post(
             "/api/performance/cache/clear",
             summary="Clear caches (operators)",
-            response_model=CacheClearResponse,
             responses=responses(
+                returns(CacheClearResponse),
                 UNAUTHENTICATED,
                 {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
                 {400: error("The body is not valid JSON (envelope A).", ErrorA)},
@@ -545,7 +549,9 @@ class PerformanceApi:
             )
 
         @router.get(
-            "/api/websocket/status", summary="The WebSocket gateway's connections", response_model=WebSocketStatus
+            "/api/websocket/status",
+            summary="The WebSocket gateway's connections",
+            responses=returns(WebSocketStatus),
         )
         async def websocket_status(state: StateDep) -> JSONResponse:
             realtime = state.realtime
@@ -566,8 +572,9 @@ class PerformanceApi:
         @router.get(
             "/api/metrics",
             summary="The current hour's request figures",
-            response_model=LaravelMetrics,
-            responses={503: error("The monitoring is disabled (envelope B).", ErrorB)},
+            responses=responses(
+                returns(LaravelMetrics), {503: error("The monitoring is disabled (envelope B).", ErrorB)}
+            ),
         )
         async def laravel_metrics_endpoint(context: Context) -> JSONResponse:
             monitoring = context.monitoring
