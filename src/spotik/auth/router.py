@@ -16,7 +16,7 @@ from spotik.auth.schemas import (
 from spotik.deps import BearerToken, CurrentUser, SessionDep, StateDep
 from spotik.errors import JSONResponse
 from spotik.http.input import read_input
-from spotik.http.openapi import BAD_INPUT, INVALID_A, UNAUTHENTICATED, Done, error, request_body, responses
+from spotik.http.openapi import BAD_INPUT, INVALID_A, UNAUTHENTICATED, Done, error, request_body, responses, returns
 from spotik.http.responses import ok
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -26,8 +26,7 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
     "/register",
     status_code=201,
     summary="Register a new account",
-    response_model=AuthResponse,
-    responses=responses(BAD_INPUT, INVALID_A),
+    responses=responses(returns(AuthResponse, 201), BAD_INPUT, INVALID_A),
     openapi_extra=request_body(RegisterRequest),
 )
 async def register_user(request: Request, state: StateDep, session: SessionDep) -> JSONResponse:
@@ -45,8 +44,9 @@ async def register_user(request: Request, state: StateDep, session: SessionDep) 
 @router.post(
     "/login",
     summary="Log in",
-    response_model=AuthResponse,
-    responses=responses(BAD_INPUT, {401: error("Unknown e-mail or wrong password (envelope A).")}, INVALID_A),
+    responses=responses(
+        returns(AuthResponse), BAD_INPUT, {401: error("Unknown e-mail or wrong password (envelope A).")}, INVALID_A
+    ),
     openapi_extra=request_body(LoginRequest),
 )
 async def log_in(request: Request, state: StateDep, session: SessionDep) -> JSONResponse:
@@ -59,8 +59,10 @@ async def log_in(request: Request, state: StateDep, session: SessionDep) -> JSON
 @router.post(
     "/refresh",
     summary="Exchange a token for a new one",
-    response_model=TokenResponse,
-    responses={401: error("No token, or one that is invalid, revoked or expired too long ago (envelope A).")},
+    responses=responses(
+        returns(TokenResponse),
+        {401: error("No token, or one that is invalid, revoked or expired too long ago (envelope A).")},
+    ),
 )
 async def refresh_token(request: Request, token: BearerToken, state: StateDep, session: SessionDep) -> JSONResponse:
     new_token = await service.refresh(session, state.tokens, token=token, issuer=str(request.url.replace(query="")))
@@ -70,13 +72,13 @@ async def refresh_token(request: Request, token: BearerToken, state: StateDep, s
 @router.post(
     "/logout",
     summary="Revoke the token (always succeeds)",
-    response_model=Done,
+    responses=returns(Done),
 )
 async def log_out(token: BearerToken, state: StateDep, session: SessionDep) -> JSONResponse:
     await service.logout(session, state.tokens, token=token)
     return ok("Successfully logged out")
 
 
-@router.get("/me", summary="The authenticated user", response_model=CurrentUserResponse, responses=UNAUTHENTICATED)
+@router.get("/me", summary="The authenticated user", responses=responses(returns(CurrentUserResponse), UNAUTHENTICATED))
 async def me(user: CurrentUser) -> JSONResponse:
     return ok("User retrieved successfully", {"user": user_full(user)})

@@ -25,6 +25,7 @@ from spotik.http.openapi import (
     file_responses,
     request_body,
     responses,
+    returns,
 )
 from spotik.http.responses import bare
 from spotik.tracks.streaming import audio_file_response
@@ -98,8 +99,8 @@ async def read_cover_input(request: Request) -> service.CoverInput:
 @router.post(
     "/api/rooms/{room}/cover",
     summary="Replace a room's cover (its administrator)",
-    response_model=CoverUpdated,
     responses=responses(
+        returns(CoverUpdated),
         {400: error("A malformed JSON body (envelope A) or form (envelope B).", ErrorA, ErrorB)},
         UNAUTHENTICATED,
         {403: error("Only the room's administrator may change its cover (envelope B).", ErrorB)},

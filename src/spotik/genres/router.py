@@ -26,6 +26,7 @@ from spotik.http.openapi import (
     error,
     request_body,
     responses,
+    returns,
 )
 from spotik.http.responses import ok
 
@@ -43,7 +44,11 @@ def genre_id_from(value: str) -> int:
     raise service.genre_not_found()
 
 
-@router.get("", summary="All genres, by name", response_model=GenreListResponse)
+@router.get(
+    "",
+    summary="All genres, by name",
+    responses=returns(GenreListResponse),
+)
 async def list_genres(session: SessionDep) -> JSONResponse:
     rows = await service.list_genres(session)
     data = [genre_resource(genre, tracks_count=count) for genre, count in rows]
@@ -54,8 +59,9 @@ async def list_genres(session: SessionDep) -> JSONResponse:
 @router.get(
     "/popular",
     summary="The genres with the most tracks",
-    response_model=GenreListResponse,
-    responses={422: error("`limit` is not an integer (envelope A).", ValidationErrorA)},
+    responses=responses(
+        returns(GenreListResponse), {422: error("`limit` is not an integer (envelope A).", ValidationErrorA)}
+    ),
 )
 async def list_popular_genres(session: SessionDep, limit: str | None = None) -> JSONResponse:
     rows = await service.popular_genres(session, limit=service.popular_limit(limit))
@@ -67,8 +73,7 @@ async def list_popular_genres(session: SessionDep, limit: str | None = None) -> 
     "",
     status_code=201,
     summary="Create a genre",
-    response_model=GenreResponse,
-    responses=responses(BAD_INPUT, UNAUTHENTICATED, INVALID_A),
+    responses=responses(returns(GenreResponse, 201), BAD_INPUT, UNAUTHENTICATED, INVALID_A),
     openapi_extra=request_body(GenreCreateRequest),
 )
 async def create_genre(_user: CurrentUser, request: Request, session: SessionDep) -> JSONResponse:
@@ -77,7 +82,7 @@ async def create_genre(_user: CurrentUser, request: Request, session: SessionDep
 
 
 @router.get(
-    "/{genre}", summary="A genre", response_model=GenreResponse, responses=responses(UNAUTHENTICATED, GENRE_NOT_FOUND)
+    "/{genre}", summary="A genre", responses=responses(returns(GenreResponse), UNAUTHENTICATED, GENRE_NOT_FOUND)
 )
 async def show_genre(_user: CurrentUser, genre: str, session: SessionDep) -> JSONResponse:
     found, count = await service.show_genre(session, genre_id_from(genre))
@@ -87,8 +92,7 @@ async def show_genre(_user: CurrentUser, genre: str, session: SessionDep) -> JSO
 @router.put(
     "/{genre}",
     summary="Change a genre",
-    response_model=GenreResponse,
-    responses=responses(BAD_INPUT, UNAUTHENTICATED, GENRE_NOT_FOUND, INVALID_A),
+    responses=responses(returns(GenreResponse), BAD_INPUT, UNAUTHENTICATED, GENRE_NOT_FOUND, INVALID_A),
     openapi_extra=request_body(GenreUpdateRequest, required=False),
 )
 async def update_genre(_user: CurrentUser, genre: str, request: Request, session: SessionDep) -> JSONResponse:
@@ -100,8 +104,9 @@ async def update_genre(_user: CurrentUser, genre: str, request: Request, session
 @router.delete(
     "/{genre}",
     summary="Delete a genre that no track uses",
-    response_model=Done,
-    responses=responses(UNAUTHENTICATED, GENRE_NOT_FOUND, {409: error("Tracks still use this genre (envelope A).")}),
+    responses=responses(
+        returns(Done), UNAUTHENTICATED, GENRE_NOT_FOUND, {409: error("Tracks still use this genre (envelope A).")}
+    ),
 )
 async def delete_genre(_user: CurrentUser, genre: str, session: SessionDep) -> JSONResponse:
     await service.delete_genre(session, genre_id_from(genre))

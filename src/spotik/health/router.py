@@ -11,17 +11,26 @@ from spotik.deps import StateDep
 from spotik.errors import JSONResponse
 from spotik.health.checks import run_checks
 from spotik.health.schemas import Health, Liveness, Ping, Readiness, ServerTime
+from spotik.http.openapi import responses, returns
 from spotik.timefmt import iso, now_iso
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/api/ping", summary="Ping", response_model=Ping)
+@router.get(
+    "/api/ping",
+    summary="Ping",
+    responses=returns(Ping),
+)
 async def ping() -> JSONResponse:
     return JSONResponse({"status": "ok", "timestamp": now_iso()})
 
 
-@router.get("/api/time", summary="The server's clock", response_model=ServerTime)
+@router.get(
+    "/api/time",
+    summary="The server's clock",
+    responses=returns(ServerTime),
+)
 async def server_time() -> JSONResponse:
     now = datetime.now(UTC)
     return JSONResponse(
@@ -33,8 +42,7 @@ async def server_time() -> JSONResponse:
 @router.get(
     "/api/health",
     summary="Database and storage health",
-    response_model=Health,
-    responses={503: {"model": Health, "description": "The database or the storage is unhealthy."}},
+    responses=responses(returns(Health), returns(Health, 503, "The database or the storage is unhealthy.")),
 )
 async def health(state: StateDep) -> JSONResponse:
     status, checks = await run_checks(state.engine, state.settings)
@@ -42,7 +50,11 @@ async def health(state: StateDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if status == "healthy" else 503)
 
 
-@router.get("/live", summary="Liveness probe", response_model=Liveness)
+@router.get(
+    "/live",
+    summary="Liveness probe",
+    responses=returns(Liveness),
+)
 async def live(state: StateDep) -> JSONResponse:
     """Liveness: the process answers. No dependency is checked (a database outage must not restart it)."""
     uptime = time.monotonic() - state.started_monotonic
@@ -52,8 +64,10 @@ async def live(state: StateDep) -> JSONResponse:
 @router.get(
     "/ready",
     summary="Readiness probe",
-    response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Not ready: the database or the storage is unhealthy."}},
+    responses=responses(
+        returns(Readiness),
+        returns(Readiness, 503, "Not ready: the database or the storage is unhealthy."),
+    ),
 )
 async def ready(state: StateDep) -> JSONResponse:
     """Readiness: database reachable and storage writable, else 503 so a load balancer routes elsewhere."""

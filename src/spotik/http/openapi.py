@@ -1,15 +1,17 @@
 """The OpenAPI document (``/openapi.json``, ``/docs``): shared envelopes and error responses, and its assembly.
 
 Documentation only: handlers keep reading bodies with ``read_input`` + ``validate`` (Laravel's messages and order of
-checks) and keep returning ``JSONResponse``, so nothing declared here runs on a request. FastAPI skips
-``response_model`` serialization when a handler returns a ``Response``, and request bodies are declared through
-``openapi_extra`` (see :func:`request_body`), never as typed body parameters that FastAPI would validate.
+checks) and keep returning ``JSONResponse``, so nothing declared here runs on a request. Request bodies are declared
+through ``openapi_extra`` (see :func:`request_body`), never as typed body parameters that FastAPI would validate,
+and responses refer to their shapes by ``$ref`` (see :func:`returns`), never through ``response_model`` or
+``model``, for which FastAPI builds a pydantic TypeAdapter in every app it serves (about 20 ms per app with these
+shapes, paid at its first request; the test suite builds hundreds of apps).
 
 Where each part of an operation comes from:
 
-* the route decorators declare the 2xx response (``response_model=`` or ``responses=``), the request body
-  (``openapi_extra=request_body(...)``) and the errors the handler, its dependencies and its services raise
-  (``responses=responses(...)``, built from the shared dicts below);
+* the route decorators declare, with ``responses=responses(returns(Shape), ...)``, the 2xx response and the errors
+  the handler, its dependencies and its services raise (built from the shared dicts below), and the request body
+  with ``openapi_extra=request_body(...)``;
 * :func:`build_document` adds what the middleware stack gives every operation: 500 (``UnhandledErrorMiddleware``),
   429 (the rate limiter; not on the probe paths it exempts by default), 503 on operations that open a database
   session (a database that is down or saturated), and the bearer-token security requirement on operations that
@@ -26,7 +28,7 @@ import copy
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from typing import Annotated, Any, Literal, NotRequired, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NotRequired
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
@@ -145,30 +147,44 @@ class ServerError(TypedDict):
     request_id: Annotated[str, Field(description="The request's id, as in the `X-Request-ID` header.")]
 
 
-# --- error responses ---------------------------------------------------------------------------------------------
+# --- responses ---------------------------------------------------------------------------------------------------
+#
+# Responses refer to their shapes as components (``$ref``), never as ``model``: FastAPI turns each ``model`` (and each
+# ``response_model``) into a pydantic TypeAdapter for every app it builds, which a TypedDict does not cache, while a
+# reference costs nothing. build_document adds the referenced shapes to the document's components.
 
 ResponseDoc = dict[str, Any]
 Responses = dict[int | str, ResponseDoc]
+_COMPONENTS: dict[str, tuple[Any, JsonSchemaMode]] = {}
+
+
+def ref(model: Any, mode: JsonSchemaMode = "serialization") -> dict[str, str]:
+    """A reference to ``model``'s schema, which becomes a component of the document."""
+    name = model.__name__
+    known = _COMPONENTS.setdefault(name, (model, mode))
+    if known[0] is not model:
+        raise ValueError(f"two shapes are named {name}")
+    return {"$ref": f"{REF_PREFIX}{name}"}
+
+
+def returns(model: Any, status: int = 200, description: str | None = None) -> Responses:
+    """A success response whose JSON body has ``model``'s shape (described by its docstring's first line)."""
+    summary = description or (model.__doc__ or "").strip().split("\n", 1)[0] or "Success."
+    return {status: {"description": summary, "content": {JSON: {"schema": ref(model)}}}}
 
 
 def error(description: str, *models: Any) -> ResponseDoc:
-    """One error response: its description and body shape (several shapes: any of them)."""
-    return {"description": description, "model": _union(models or (ErrorA,))}
+    """One error response: its description and body shape (several shapes: any of them; default ``ErrorA``)."""
+    return {"description": description, "content": {JSON: {"schema": _any_of([ref(m) for m in models or (ErrorA,)])}}}
 
 
-_UNION: Any = Union
-
-
-def _union(models: tuple[Any, ...]) -> Any:
-    unique = tuple(dict.fromkeys(models))
-    return unique[0] if len(unique) == 1 else Union[unique]  # noqa: UP007 - a runtime union of a tuple of types
-
-
-def _models(doc: ResponseDoc) -> tuple[Any, ...]:
-    model = doc.get("model")
-    if model is None:
-        return ()
-    return get_args(model) if get_origin(model) is _UNION else (model,)
+def _any_of(schemas: list[dict[str, Any]]) -> dict[str, Any]:
+    options: list[dict[str, Any]] = []
+    for schema in schemas:
+        for option in schema.get("anyOf", [schema]):
+            if option not in options:
+                options.append(option)
+    return options[0] if len(options) == 1 else {"anyOf": options}
 
 
 def responses(*parts: Mapping[Any, ResponseDoc]) -> Responses:
@@ -177,17 +193,17 @@ def responses(*parts: Mapping[Any, ResponseDoc]) -> Responses:
     for part in parts:
         for status, doc in part.items():
             if status not in merged:
-                merged[status] = dict(doc)
+                merged[status] = copy.deepcopy(doc)
                 continue
             current = merged[status]
-            descriptions = [current["description"], doc["description"]]
-            current["description"] = " ".join(dict.fromkeys(d for d in descriptions if d))
-            models = _models(current) + _models(doc)
-            if models:
-                current["model"] = _union(models)
+            current["description"] = " ".join(dict.fromkeys([current["description"], doc["description"]]))
+            for media_type, entry in doc.get("content", {}).items():
+                mine = current.setdefault("content", {}).setdefault(media_type, {})
+                schemas = [s for s in (mine.get("schema"), entry.get("schema")) if s]
+                if schemas:
+                    mine["schema"] = _any_of(schemas)
             for key, value in doc.items():
-                if key not in ("description", "model"):
-                    current.setdefault(key, value)
+                current.setdefault(key, copy.deepcopy(value))
     return merged
 
 
@@ -213,18 +229,17 @@ RATE_LIMITED: ResponseDoc = {
         "X-RateLimit-Remaining": {"description": "Requests left in the window.", "schema": {"type": "integer"}},
         "X-RateLimit-Reset": {"description": "When the window resets (epoch seconds).", "schema": {"type": "integer"}},
     },
-    "content": {JSON: {"schema": {"$ref": f"{REF_PREFIX}RateLimited"}}},
+    "content": {JSON: {"schema": ref(RateLimited)}},
 }
 SERVER_ERROR: ResponseDoc = {
     "description": "An unexpected error: the request id to quote, never a trace (envelope A).",
-    "content": {JSON: {"schema": {"$ref": f"{REF_PREFIX}ServerError"}}},
+    "content": {JSON: {"schema": ref(ServerError)}},
 }
 UNAVAILABLE: ResponseDoc = {
     "description": "The database is unreachable or saturated; try again later (envelope A).",
     "headers": {"Retry-After": {"description": "Seconds to wait.", "required": True, "schema": {"type": "integer"}}},
-    "content": {JSON: {"schema": {"$ref": f"{REF_PREFIX}ServerError"}}},
+    "content": {JSON: {"schema": ref(ServerError)}},
 }
-SHARED_COMPONENTS: tuple[Any, ...] = (ErrorA, ErrorB, ValidationErrorA, ValidationErrorB, RateLimited, ServerError)
 
 SECURITY_SCHEMES = {
     "bearerAuth": {
@@ -277,7 +292,7 @@ def file_responses(media_type: str, what: str) -> Responses:
         416: {
             "description": "The range starts past the end of the file, or ends before it starts (envelope B).",
             "headers": {"Content-Range": {**content_range, "description": "`bytes */size`."}},
-            "model": ErrorB,
+            "content": {JSON: {"schema": ref(ErrorB)}},
         },
     }
 
@@ -298,8 +313,6 @@ FILE_REQUEST_HEADERS: dict[str, Any] = {
 
 # --- request bodies ----------------------------------------------------------------------------------------------
 
-_REQUEST_MODELS: dict[str, Any] = {}
-
 
 def request_body(
     model: Any,
@@ -313,12 +326,9 @@ def request_body(
     ``media_types`` default to what ``read_input`` accepts (JSON, urlencoded and multipart forms). ``model`` becomes
     a component of the document (see :func:`build_document`).
     """
-    name = model.__name__
-    if _REQUEST_MODELS.setdefault(name, model) is not model:
-        raise ValueError(f"two request models are named {name}")
     content: dict[str, Any] = {}
     for media_type in media_types or READ_INPUT_MEDIA_TYPES:
-        entry: dict[str, Any] = {"schema": {"$ref": f"{REF_PREFIX}{name}"}}
+        entry: dict[str, Any] = {"schema": ref(model, "validation")}
         if encoding and media_type == MULTIPART:
             entry["encoding"] = {field: dict(spec) for field, spec in encoding.items()}
         content[media_type] = entry
@@ -356,7 +366,6 @@ TAGS = [
     {"name": "performance", "description": "Performance figures, health and operator actions."},
     {"name": "monitoring", "description": "The Prometheus exposition."},
 ]
-DEFAULT_DESCRIPTION = "Successful Response"  # FastAPI's, for a 2xx without one
 _METHOD_SUFFIX = re.compile(r"_(get|head|post|put|patch|delete|options)$")
 
 
@@ -389,7 +398,7 @@ def build_document(app: FastAPI, *, token: Dependency, session: Dependency) -> d
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 body: this app never renders it
         schemas.pop(unused, None)
-    for name, schema in component_schemas([*SHARED_COMPONENTS, *_REQUEST_MODELS.values()]).items():
+    for name, schema in component_schemas(list(_COMPONENTS.values())).items():
         schemas.setdefault(name, schema)
     document["components"] = {"schemas": dict(sorted(schemas.items())), "securitySchemes": SECURITY_SCHEMES}
 
@@ -409,16 +418,14 @@ def build_document(app: FastAPI, *, token: Dependency, session: Dependency) -> d
             _add_response(answers, "500", SERVER_ERROR)
             if session in calls:
                 _add_response(answers, "503", UNAVAILABLE)
-            for status, answer in answers.items():
-                if status.startswith("2") and answer.get("description") == DEFAULT_DESCRIPTION:
-                    answer["description"] = _summary_of(answer, schemas) or DEFAULT_DESCRIPTION
             operation["responses"] = dict(sorted(answers.items()))
+    document["components"]["schemas"] = _referenced(document["paths"], schemas)
     return document
 
 
-def component_schemas(models: list[Any], mode: JsonSchemaMode = "validation") -> dict[str, Any]:
+def component_schemas(models: list[tuple[Any, JsonSchemaMode]]) -> dict[str, Any]:
     """JSON schemas of ``models`` (and what they refer to), named by class as FastAPI names its components."""
-    adapters = [(model.__name__, mode, TypeAdapter(model)) for model in models]
+    adapters = [(model.__name__, mode, TypeAdapter(model)) for model, mode in models]
     keyed, definitions = TypeAdapter.json_schemas(adapters, ref_template=REF_PREFIX + "{model}")
     schemas: dict[str, Any] = dict(definitions.get("$defs", {}))
     for (name, _mode), schema in keyed.items():
@@ -446,14 +453,24 @@ def _add_response(answers: dict[str, Any], status: str, doc: ResponseDoc) -> Non
     declared["description"] = f"{doc['description']} {declared.get('description', '')}".strip()
 
 
-def _summary_of(answer: dict[str, Any], schemas: dict[str, Any]) -> str | None:
-    """The first line of the description of the response's schema (its TypedDict's docstring)."""
-    for media in answer.get("content", {}).values():
-        ref = media.get("schema", {}).get("$ref", "")
-        description = schemas.get(ref.removeprefix(REF_PREFIX), {}).get("description")
-        if description:
-            return str(description).split("\n", 1)[0]
-    return None
+def _referenced(paths: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """The schemas the operations refer to, directly or through other schemas (a shape whose route this app lacks is
+    left out)."""
+    names: set[str] = set()
+    pending = [paths]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            target = node.get("$ref")
+            if isinstance(target, str) and target.startswith(REF_PREFIX):
+                name = target.removeprefix(REF_PREFIX)
+                if name not in names:
+                    names.add(name)
+                    pending.append(schemas.get(name, {}))
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return {name: schema for name, schema in schemas.items() if name in names}
 
 
 def _documented_routes(app: FastAPI) -> Iterator[tuple[str, list[str], APIRoute]]:

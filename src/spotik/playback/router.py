@@ -17,7 +17,16 @@ from spotik.db.base import utcnow
 from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep
 from spotik.errors import JSONResponse
 from spotik.http.input import read_input
-from spotik.http.openapi import BAD_INPUT, INVALID_A, ROOM_NOT_FOUND, UNAUTHENTICATED, error, request_body, responses
+from spotik.http.openapi import (
+    BAD_INPUT,
+    INVALID_A,
+    ROOM_NOT_FOUND,
+    UNAUTHENTICATED,
+    error,
+    request_body,
+    responses,
+    returns,
+)
 from spotik.http.responses import ok
 from spotik.playback import service
 from spotik.playback.schemas import (
@@ -60,8 +69,11 @@ async def _control(
 @router.post(
     "/tracks/{track}/play",
     summary="Play a track of the room from its start",
-    response_model=PlaybackStartedResponse,
-    responses=responses(ADMIN_ACTION, TRACK_NOT_IN_ROOM),
+    responses=responses(
+        returns(PlaybackStartedResponse),
+        ADMIN_ACTION,
+        TRACK_NOT_IN_ROOM,
+    ),
 )
 async def play_track(
     track: str, room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep
@@ -72,8 +84,11 @@ async def play_track(
 @router.post(
     "/playback/pause",
     summary="Pause",
-    response_model=PlaybackPausedResponse,
-    responses=responses({400: error("Nothing is playing (envelope A).")}, ADMIN_ACTION),
+    responses=responses(
+        returns(PlaybackPausedResponse),
+        {400: error("Nothing is playing (envelope A).")},
+        ADMIN_ACTION,
+    ),
 )
 async def pause_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.PAUSE, {})
@@ -82,8 +97,11 @@ async def pause_playback(room: AdminRoom, user: CurrentUser, state: StateDep, se
 @router.post(
     "/playback/resume",
     summary="Resume",
-    response_model=PlaybackResumedResponse,
-    responses=responses({400: error("Nothing is paused (envelope A).")}, ADMIN_ACTION),
+    responses=responses(
+        returns(PlaybackResumedResponse),
+        {400: error("Nothing is paused (envelope A).")},
+        ADMIN_ACTION,
+    ),
 )
 async def resume_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.RESUME, {})
@@ -92,8 +110,11 @@ async def resume_playback(room: AdminRoom, user: CurrentUser, state: StateDep, s
 @router.post(
     "/playback/skip",
     summary="Skip to the next track of the queue",
-    response_model=TrackSkippedResponse,
-    responses=responses({400: error("No current track (envelope A).")}, ADMIN_ACTION),
+    responses=responses(
+        returns(TrackSkippedResponse),
+        {400: error("No current track (envelope A).")},
+        ADMIN_ACTION,
+    ),
 )
 async def skip_track(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.SKIP, {})
@@ -102,8 +123,7 @@ async def skip_track(room: AdminRoom, user: CurrentUser, state: StateDep, sessio
 @router.post(
     "/playback/stop",
     summary="Stop",
-    response_model=PlaybackStoppedResponse,
-    responses=ADMIN_ACTION,
+    responses=responses(returns(PlaybackStoppedResponse), ADMIN_ACTION),
 )
 async def stop_playback(room: AdminRoom, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     return await _control(state, session, room, user, Action.STOP, {})
@@ -112,14 +132,11 @@ async def stop_playback(room: AdminRoom, user: CurrentUser, state: StateDep, ses
 @router.post(
     "/playback/seek",
     summary="Move within the current track",
-    response_model=PlaybackSeekedResponse,
     responses=responses(
+        returns(PlaybackSeekedResponse),
         BAD_INPUT,
         {400: error("No current track, or a position that is negative or past its end (envelope A).")},
-        UNAUTHENTICATED,
-        ROOM_NOT_FOUND,
-        NOT_PLAYBACK_ADMIN,
-        CONCURRENT_CHANGE,
+        ADMIN_ACTION,
         INVALID_A,
     ),
     openapi_extra=request_body(SeekRequest),
@@ -133,8 +150,8 @@ async def seek_playback(
 @router.get(
     "/playback/status",
     summary="What plays in the room (its participants)",
-    response_model=PlaybackStatusResponse,
     responses=responses(
+        returns(PlaybackStatusResponse),
         UNAUTHENTICATED,
         ROOM_NOT_FOUND,
         {403: error("The user is not a participant of the room (envelope A).")},

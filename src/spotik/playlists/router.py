@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from spotik.deps import CurrentUser, SessionDep
 from spotik.errors import JSONResponse
 from spotik.http.input import read_input
-from spotik.http.openapi import BAD_INPUT, INVALID_A, UNAUTHENTICATED, Done, error, request_body, responses
+from spotik.http.openapi import BAD_INPUT, INVALID_A, UNAUTHENTICATED, Done, error, request_body, responses, returns
 from spotik.http.responses import ok
 from spotik.playlists import service
 from spotik.playlists.schemas import (
@@ -44,8 +44,7 @@ def _resource(view: service.PlaylistView, viewer: CurrentUser) -> dict[str, obje
 @router.get(
     "",
     summary="The caller's playlists and the public ones",
-    response_model=PlaylistListResponse,
-    responses=UNAUTHENTICATED,
+    responses=responses(returns(PlaylistListResponse), UNAUTHENTICATED),
 )
 async def list_playlists(user: CurrentUser, session: SessionDep) -> JSONResponse:
     views = await service.list_playlists(session, viewer=user)
@@ -56,8 +55,7 @@ async def list_playlists(user: CurrentUser, session: SessionDep) -> JSONResponse
     "",
     status_code=201,
     summary="Create a playlist",
-    response_model=PlaylistResponse,
-    responses=responses(BAD_INPUT, UNAUTHENTICATED, INVALID_A),
+    responses=responses(returns(PlaylistResponse, 201), BAD_INPUT, UNAUTHENTICATED, INVALID_A),
     openapi_extra=request_body(PlaylistCreateRequest),
 )
 async def create_playlist(user: CurrentUser, request: Request, session: SessionDep) -> JSONResponse:
@@ -68,9 +66,11 @@ async def create_playlist(user: CurrentUser, request: Request, session: SessionD
 @router.get(
     "/{playlist}",
     summary="A playlist (the owner's, or a public one)",
-    response_model=PlaylistResponse,
     responses=responses(
-        UNAUTHENTICATED, {403: error("A private playlist of another user (envelope A).")}, PLAYLIST_NOT_FOUND
+        returns(PlaylistResponse),
+        UNAUTHENTICATED,
+        {403: error("A private playlist of another user (envelope A).")},
+        PLAYLIST_NOT_FOUND,
     ),
 )
 async def show_playlist(user: CurrentUser, playlist: str, session: SessionDep) -> JSONResponse:
@@ -81,8 +81,8 @@ async def show_playlist(user: CurrentUser, playlist: str, session: SessionDep) -
 @router.put(
     "/{playlist}",
     summary="Change a playlist (its owner)",
-    response_model=PlaylistResponse,
     responses=responses(
+        returns(PlaylistResponse),
         BAD_INPUT,
         UNAUTHENTICATED,
         {403: error("Not the playlist's owner (envelope A).")},
@@ -100,8 +100,9 @@ async def update_playlist(user: CurrentUser, playlist: str, request: Request, se
 @router.delete(
     "/{playlist}",
     summary="Delete a playlist (its owner)",
-    response_model=Done,
-    responses=responses(UNAUTHENTICATED, {403: error("Not the playlist's owner (envelope A).")}, PLAYLIST_NOT_FOUND),
+    responses=responses(
+        returns(Done), UNAUTHENTICATED, {403: error("Not the playlist's owner (envelope A).")}, PLAYLIST_NOT_FOUND
+    ),
 )
 async def delete_playlist(user: CurrentUser, playlist: str, session: SessionDep) -> JSONResponse:
     await service.delete_playlist(session, playlist_id_from(playlist), viewer=user)
@@ -111,8 +112,8 @@ async def delete_playlist(user: CurrentUser, playlist: str, session: SessionDep)
 @router.post(
     "/{playlist}/tracks",
     summary="Add a track to a playlist (its owner)",
-    response_model=PlaylistTrackAddedResponse,
     responses=responses(
+        returns(PlaylistTrackAddedResponse),
         BAD_INPUT,
         UNAUTHENTICATED,
         {403: error("Not the playlist's owner (envelope A).")},
@@ -135,8 +136,8 @@ async def add_playlist_track(user: CurrentUser, playlist: str, request: Request,
 @router.delete(
     "/{playlist}/tracks/{track}",
     summary="Remove a track from a playlist (its owner)",
-    response_model=Done,
     responses=responses(
+        returns(Done),
         UNAUTHENTICATED,
         {403: error("Not the playlist's owner (envelope A).")},
         PLAYLIST_NOT_FOUND,

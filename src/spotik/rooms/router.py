@@ -14,6 +14,7 @@ from spotik.http.openapi import (
     error,
     request_body,
     responses,
+    returns,
 )
 from spotik.http.responses import ok
 from spotik.rooms import service
@@ -31,7 +32,7 @@ from spotik.rooms.schemas import (
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 
 
-@router.get("", summary="Every room", response_model=RoomListResponse, responses=UNAUTHENTICATED)
+@router.get("", summary="Every room", responses=responses(returns(RoomListResponse), UNAUTHENTICATED))
 async def list_rooms(user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     rooms = await service.list_rooms(session, state.settings, viewer=user)
     return ok("Rooms retrieved successfully", rooms)
@@ -41,8 +42,7 @@ async def list_rooms(user: CurrentUser, state: StateDep, session: SessionDep) ->
     "",
     status_code=201,
     summary="Create a room (the creator administers it and joins it)",
-    response_model=RoomResponse,
-    responses=responses(BAD_INPUT, UNAUTHENTICATED, INVALID_A),
+    responses=responses(returns(RoomResponse, 201), BAD_INPUT, UNAUTHENTICATED, INVALID_A),
     openapi_extra=request_body(RoomCreateRequest),
 )
 async def create_room(request: Request, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
@@ -53,8 +53,7 @@ async def create_room(request: Request, user: CurrentUser, state: StateDep, sess
 @router.get(
     "/{room}",
     summary="A room with its queue",
-    response_model=RoomDetailResponse,
-    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND),
+    responses=responses(returns(RoomDetailResponse), UNAUTHENTICATED, ROOM_NOT_FOUND),
 )
 async def show_room(room: RoomDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     payload = await service.room_payload(session, state.settings, room.id, viewer=user, detail=True)
@@ -64,8 +63,9 @@ async def show_room(room: RoomDep, user: CurrentUser, state: StateDep, session: 
 @router.put(
     "/{room}",
     summary="Change a room's settings (its administrator)",
-    response_model=RoomResponse,
-    responses=responses(BAD_INPUT, UNAUTHENTICATED, NOT_ADMINISTRATOR, ROOM_NOT_FOUND, INVALID_A),
+    responses=responses(
+        returns(RoomResponse), BAD_INPUT, UNAUTHENTICATED, NOT_ADMINISTRATOR, ROOM_NOT_FOUND, INVALID_A
+    ),
     openapi_extra=request_body(RoomUpdateRequest, required=False),
 )
 async def update_room(
@@ -79,8 +79,7 @@ async def update_room(
 @router.delete(
     "/{room}",
     summary="Delete a room with its tracks (its administrator)",
-    response_model=Done,
-    responses=responses(UNAUTHENTICATED, NOT_ADMINISTRATOR, ROOM_NOT_FOUND),
+    responses=responses(returns(Done), UNAUTHENTICATED, NOT_ADMINISTRATOR, ROOM_NOT_FOUND),
 )
 async def delete_room(room: RoomDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     await service.delete_room(session, state.settings, state.events, room=room, user=user)
@@ -90,8 +89,7 @@ async def delete_room(room: RoomDep, user: CurrentUser, state: StateDep, session
 @router.post(
     "/{room}/join",
     summary="Join a room (idempotent)",
-    response_model=RoomJoinedResponse,
-    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND),
+    responses=responses(returns(RoomJoinedResponse), UNAUTHENTICATED, ROOM_NOT_FOUND),
 )
 async def join_room(room: RoomDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     joined, payload = await service.join_room(session, state.settings, state.events, room=room, user=user)
@@ -101,8 +99,8 @@ async def join_room(room: RoomDep, user: CurrentUser, state: StateDep, session: 
 @router.post(
     "/{room}/leave",
     summary="Leave a room",
-    response_model=Done,
     responses=responses(
+        returns(Done),
         UNAUTHENTICATED,
         {403: error("The administrator cannot leave: delete the room instead (envelope A).")},
         ROOM_NOT_FOUND,
@@ -117,8 +115,7 @@ async def leave_room(room: RoomDep, user: CurrentUser, state: StateDep, session:
 @router.get(
     "/{room}/participants",
     summary="A room's participants",
-    response_model=ParticipantListResponse,
-    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND),
+    responses=responses(returns(ParticipantListResponse), UNAUTHENTICATED, ROOM_NOT_FOUND),
 )
 async def list_participants(room: RoomDep, user: CurrentUser, session: SessionDep) -> JSONResponse:
     return ok("Participants retrieved successfully", await service.list_participants(session, room=room))

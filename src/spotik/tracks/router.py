@@ -26,6 +26,7 @@ from spotik.http.openapi import (
     file_responses,
     request_body,
     responses,
+    returns,
 )
 from spotik.http.responses import bare
 from spotik.tracks import service
@@ -64,8 +65,7 @@ TrackDep = Annotated[Track, Depends(track_from_path)]
 @router.get(
     "/api/rooms/{room}/tracks",
     summary="A room's queue",
-    response_model=TrackQueue,
-    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER),
+    responses=responses(returns(TrackQueue), UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER),
 )
 async def list_tracks(user: CurrentUser, room: RoomDep, session: SessionDep, state: StateDep) -> JSONResponse:
     return bare(await service.list_queue(session, room=room, user=user, public_root=state.settings.public_root))
@@ -75,8 +75,8 @@ async def list_tracks(user: CurrentUser, room: RoomDep, session: SessionDep, sta
     "/api/rooms/{room}/tracks",
     status_code=201,
     summary="Upload a track to a room's queue",
-    response_model=TrackUploaded,
     responses=responses(
+        returns(TrackUploaded, 201),
         {400: error("Not a valid multipart/form-data body, or the upload was interrupted (envelope B).", ErrorB)},
         UNAUTHENTICATED,
         ROOM_NOT_FOUND,
@@ -118,8 +118,8 @@ async def upload_track(
 @router.delete(
     "/api/rooms/{room}/tracks/{track}",
     summary="Remove a track (its uploader or the room's administrator)",
-    response_model=TrackMessage,
     responses=responses(
+        returns(TrackMessage),
         UNAUTHENTICATED,
         ROOM_NOT_FOUND,
         {403: error("Neither the track's uploader nor the room's administrator (envelope B).", ErrorB)},
@@ -136,8 +136,7 @@ async def delete_track(
 @router.post(
     "/api/rooms/{room}/tracks/{track}/vote",
     summary="Vote for a track (idempotent)",
-    response_model=VoteResult,
-    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER, TRACK_NOT_FOUND),
+    responses=responses(returns(VoteResult), UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER, TRACK_NOT_FOUND),
 )
 async def vote_track(
     user: CurrentUser, room: RoomDep, track: TrackDep, session: SessionDep, state: StateDep
@@ -148,8 +147,7 @@ async def vote_track(
 @router.delete(
     "/api/rooms/{room}/tracks/{track}/vote",
     summary="Withdraw a vote (idempotent)",
-    response_model=VoteResult,
-    responses=responses(UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER, TRACK_NOT_FOUND),
+    responses=responses(returns(VoteResult), UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER, TRACK_NOT_FOUND),
 )
 async def unvote_track(
     user: CurrentUser, room: RoomDep, track: TrackDep, session: SessionDep, state: StateDep
@@ -164,8 +162,7 @@ def _vote_answer(change: service.VoteChange) -> JSONResponse:
 @router.get(
     "/api/tracks",
     summary="Search the tracks of the caller's rooms by name",
-    response_model=TrackSearchResults,
-    responses=responses(UNAUTHENTICATED, INVALID_SEARCH),
+    responses=responses(returns(TrackSearchResults), UNAUTHENTICATED, INVALID_SEARCH),
 )
 async def search_tracks(
     user: CurrentUser,
@@ -221,8 +218,8 @@ async def serve_audio(
 @router.get(
     "/api/audio/{filename}/metadata",
     summary="A stored audio file's metadata",
-    response_model=AudioFileMetadata,
     responses=responses(
+        returns(AudioFileMetadata),
         UNAUTHENTICATED,
         NOT_A_MEMBER,
         {403: error("The stored file is not audio (envelope B).", ErrorB)},

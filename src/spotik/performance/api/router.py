@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from spotik.auth.models import User
 from spotik.deps import CurrentUser, StateDep
 from spotik.errors import Forbidden, JSONResponse
-from spotik.http.openapi import UNAUTHENTICATED, ErrorA, ErrorB, ValidationErrorA, error, responses
+from spotik.http.openapi import UNAUTHENTICATED, ErrorA, ErrorB, ValidationErrorA, error, responses, returns
 from spotik.performance.api.schemas import (
     BenchmarksResponse,
     CacheClearResponse,
@@ -66,7 +66,11 @@ OPERATOR_ACTION = responses(
 )
 
 
-@router.get("/api/performance/metrics", summary="Headline figures", response_model=PerformanceMetricsResponse)
+@router.get(
+    "/api/performance/metrics",
+    summary="Headline figures",
+    responses=returns(PerformanceMetricsResponse),
+)
 async def performance_metrics(context: Context) -> JSONResponse:
     api = context.api
     state, monitoring = context.state, context.monitoring
@@ -114,8 +118,10 @@ async def performance_metrics(context: Context) -> JSONResponse:
 @router.get(
     "/api/performance/health",
     summary="Every subsystem's health",
-    response_model=PerformanceHealthResponse,
-    responses={503: {"model": PerformanceHealthResponse, "description": "A subsystem is unhealthy."}},
+    responses=responses(
+        returns(PerformanceHealthResponse),
+        returns(PerformanceHealthResponse, 503, "A subsystem is unhealthy."),
+    ),
 )
 async def performance_health(context: Context) -> JSONResponse:
     api = context.api
@@ -128,8 +134,7 @@ async def performance_health(context: Context) -> JSONResponse:
 @router.get(
     "/api/performance/dashboard",
     summary="The dashboard's figures",
-    response_model=PerformanceDashboardResponse,
-    responses=UNAUTHENTICATED,
+    responses=responses(returns(PerformanceDashboardResponse), UNAUTHENTICATED),
 )
 async def performance_dashboard(context: Context, _user: CurrentUser) -> JSONResponse:
     api = context.api
@@ -171,8 +176,7 @@ async def performance_dashboard(context: Context, _user: CurrentUser) -> JSONRes
 @router.get(
     "/api/performance/benchmarks",
     summary="Run each subsystem's micro-benchmark",
-    response_model=BenchmarksResponse,
-    responses=UNAUTHENTICATED,
+    responses=responses(returns(BenchmarksResponse), UNAUTHENTICATED),
 )
 async def performance_benchmarks(context: Context, _user: CurrentUser) -> JSONResponse:
     api = context.api
@@ -185,8 +189,10 @@ async def performance_benchmarks(context: Context, _user: CurrentUser) -> JSONRe
 @router.post(
     "/api/performance/optimize",
     summary="Run each subsystem's optimization (operators)",
-    response_model=OptimizeResponse,
-    responses=OPERATOR_ACTION,
+    responses=responses(
+        returns(OptimizeResponse),
+        OPERATOR_ACTION,
+    ),
 )
 async def performance_optimize(
     context: Context,
@@ -223,8 +229,10 @@ async def performance_optimize(
 @router.post(
     "/api/performance/cache/clear",
     summary="Clear caches (operators)",
-    response_model=CacheClearResponse,
-    responses=OPERATOR_ACTION,
+    responses=responses(
+        returns(CacheClearResponse),
+        OPERATOR_ACTION,
+    ),
 )
 async def performance_cache_clear(
     context: Context,
@@ -254,7 +262,11 @@ async def performance_cache_clear(
     )
 
 
-@router.get("/api/websocket/status", summary="The WebSocket gateway's connections", response_model=WebSocketStatus)
+@router.get(
+    "/api/websocket/status",
+    summary="The WebSocket gateway's connections",
+    responses=returns(WebSocketStatus),
+)
 async def websocket_status(state: StateDep) -> JSONResponse:
     realtime = state.realtime
     stats = realtime.registry.stats() if realtime is not None else None
@@ -275,8 +287,7 @@ async def websocket_status(state: StateDep) -> JSONResponse:
 @router.get(
     "/api/metrics",
     summary="The current hour's request figures",
-    response_model=LaravelMetrics,
-    responses={503: error("The monitoring is disabled (envelope B).", ErrorB)},
+    responses=responses(returns(LaravelMetrics), {503: error("The monitoring is disabled (envelope B).", ErrorB)}),
 )
 async def laravel_metrics_endpoint(context: Context) -> JSONResponse:
     api = context.api
