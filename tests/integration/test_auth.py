@@ -168,6 +168,30 @@ async def test_login_succeeds_and_tokens_are_unique(client: httpx2.AsyncClient) 
     assert len(tokens) == 2
 
 
+async def test_an_unknown_e_mail_costs_the_same_bcrypt_work_as_a_wrong_password(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timing of a failed login must not tell whether the account exists: both failures run bcrypt against a
+    hash of the server's cost (BCRYPT_COST), which the hashes' ``$2b$<cost>$`` prefix shows."""
+    checked: list[bytes] = []
+    real_checkpw = bcrypt.checkpw
+
+    def spy(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed[:7])
+        return real_checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
+    app = create_app(make_settings(database_url, tmp_path / "cost", bcrypt_cost=6))
+    async with LifespanManager(app) as manager:
+        transport = httpx2.ASGITransport(app=manager.app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            account = await register(client, "gina", "password-gina")
+            for email in (account.email, "nobody@example.com"):
+                response = await client.post("/api/auth/login", json={"email": email, "password": "not-hers"})
+                assert response.status_code == 401
+    assert checked == [b"$2b$06$", b"$2b$06$"]
+
+
 async def test_login_failure_does_not_reveal_whether_the_account_exists(client: httpx2.AsyncClient) -> None:
     account = await register(client, "frank", "password-frank")
     wrong_password = await client.post("/api/auth/login", json={"email": account.email, "password": "Password-frank"})

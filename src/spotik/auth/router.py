@@ -51,7 +51,11 @@ async def register_user(request: Request, state: StateDep, session: SessionDep) 
 )
 async def log_in(request: Request, state: StateDep, session: SessionDep) -> JSONResponse:
     user, token = await service.login(
-        session, state.tokens, data=await read_input(request), issuer=str(request.url.replace(query=""))
+        session,
+        state.tokens,
+        data=await read_input(request),
+        issuer=str(request.url.replace(query="")),
+        bcrypt_cost=state.settings.bcrypt_cost,
     )
     return ok("Login successful", {"user": user_brief(user), **token_payload(token, state.tokens.ttl_seconds)})
 

@@ -65,11 +65,13 @@ async def register(
     return user, tokens.issue(user.id, issuer)
 
 
-async def login(session: AsyncSession, tokens: TokenService, *, data: dict[str, Any], issuer: str) -> tuple[User, str]:
+async def login(
+    session: AsyncSession, tokens: TokenService, *, data: dict[str, Any], issuer: str, bcrypt_cost: int
+) -> tuple[User, str]:
     values = validate(data, LOGIN_FIELDS)
     user = await repository.user_by_email(session, values["email"])
     # Same answer, and the same bcrypt work, whether or not the account exists (no user enumeration).
-    password_ok = await verify_password(values["password"], user.password_hash if user else None)
+    password_ok = await verify_password(values["password"], user.password_hash if user else None, cost=bcrypt_cost)
     if user is None or not password_ok:
         raise invalid_credentials()
     return user, tokens.issue(user.id, issuer)
