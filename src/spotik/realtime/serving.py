@@ -61,7 +61,18 @@ def _idle_parser() -> Generator[None]:
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's ``websockets-sansio`` protocol (``ws=``) that frees a closed socket without the cyclic collector."""
+    """uvicorn's ``websockets-sansio`` protocol (``ws=``) that frees a closed socket without the cyclic collector,
+    and that answers a handshake websockets refuses to parse."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None and not self.transport.is_closing():
+            # websockets refused the handshake request itself (a line over its 8 KiB limit, e.g. a huge token in the
+            # URL or a header: 414/431; too many headers; not HTTP) and queued its answer, which uvicorn never
+            # writes: the client would wait for an answer that never comes. Write it and close.
+            self.handshake_complete = self.close_sent = True
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
