@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test fuzz lint migrate bench bench-ws bench-hot-reads clean
+.PHONY: serve test fuzz security-figures lint migrate bench bench-ws bench-hot-reads clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ FUZZ_REPORT ?= bench/reports/fuzz.jsonl
 fuzz: $(BIN)/.installed
 	SPOTIK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SPOTIK_FUZZ_SCENARIOS=$(FUZZ_SCENARIOS) SPOTIK_FUZZ_REPORT=$(FUZZ_REPORT) \
 		$(BIN)/python -m pytest tests/e2e/test_fuzz.py -s $(PYTEST_ARGS)
+
+# The figures of docs/security.md: the hostile-input tests, the authorization matrix and the bounded fuzzing, on
+# SQLite and PostgreSQL, with what the tests sent counted per module (tests/tally.py); fuzzing figures go to FUZZ_REPORT.
+security-figures: $(BIN)/.installed
+	SPOTIK_FUZZ_REPORT=$(FUZZ_REPORT) $(BIN)/python -m pytest -p tests.tally tests/integration/test_hostile_input.py \
+		tests/integration/test_hostile_uploads.py tests/integration/test_hostile_websocket.py \
+		tests/integration/test_authorization_matrix.py tests/e2e/test_fuzz.py $(PYTEST_ARGS)
 
 # Bounded, loopback-only benchmarks (see bench/README.md); reports go to bench/reports/.
 bench: $(BIN)/.installed
