@@ -132,14 +132,19 @@ async def test_the_client_hooks_accept_the_framework_404_and_405(offline_setting
     app = create_app(offline_settings)
     assert (await _get(app, "/api/nothing/here")).status_code == 404
     assert (await _get(app, "/api/auth/login")).status_code == 405
+    # The same answers to HEAD, without a body.
+    assert (await _get(app, "/api/nothing/here", method="HEAD")).status_code == 404
+    assert (await _get(app, "/api/auth/login", method="HEAD")).status_code == 405
 
 
-async def _get(app: FastAPI, path: str, contract: Contract | None = None) -> httpx2.Response:
-    """``GET path`` from a client with the contract hooks (no lifespan: these routes need no state)."""
+async def _get(
+    app: FastAPI, path: str, contract: Contract | None = None, *, method: str = "GET"
+) -> httpx2.Response:
+    """``GET path`` (or ``method``) from a client with the contract hooks (no lifespan: these routes need no state)."""
     transport = httpx2.ASGITransport(app=app)
     hooks = contract_hooks(app, contract)
     async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", event_hooks=hooks) as client:
-        return await client.get(path)
+        return await client.request(method, path)
 
 
 # --- what "documented completely" means ------------------------------------------------------------------------
