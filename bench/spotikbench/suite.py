@@ -60,7 +60,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sync_trials": 20,
     },
     "quick": {
-        "http_concurrency": [1, 16, 64],
+        "http_concurrency": [16],
         "http_rounds": 2,
         "http_seconds": 1.0,
         "http_requests": 300,
