@@ -27,7 +27,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "(worst endpoint, median of the per-round ratios)",
             "measured": "—"
             if not worst
-            else f"{worst['to_ceiling']['median']:.0%} ({worst['variant']}, {worst['endpoint']}, "
+            else f"{worst['to_ceiling']['median']:.1%} ({worst['variant']}, {worst['endpoint']}, "
             f"{worst['concurrency']} clients)",
             "met": http.get("target_met"),
         }
@@ -123,7 +123,7 @@ def http_part(result: dict[str, Any], drawn: list[str]) -> list[str]:
     for r in sorted(rows, key=lambda r: (r["concurrency"], r["endpoint"] != CEILING, r["endpoint"], r["variant"])):
         lines.append(
             f"| {r['variant']} | {r['endpoint']} | {r['concurrency']} | {spread(r['rps'])} | {spread(r['p50_ms'], 2)} "
-            f"| {spread(r['p99_ms'], 2)} | {spread(r['to_ceiling'], 2)} | {spread(r['to_uncached'], 2)} |"
+            f"| {spread(r['p99_ms'], 2)} | {spread(r['to_ceiling'], 3)} | {spread(r['to_uncached'], 2)} |"
         )
     lines += ["", f"Failed requests: {summary['errors']}.", ""]
     return lines + figure(drawn)
