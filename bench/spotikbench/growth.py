@@ -38,7 +38,7 @@ def room_indexes() -> list[Index]:
 
     return [
         index
-        for index in Track.__table__.indexes
+        for index in Track.__table__.indexes  # type: ignore[attr-defined]  # a Table, typed as FromClause
         if index.expressions and getattr(index.expressions[0], "name", None) == "room_id"
     ]
 

@@ -3,6 +3,7 @@ takes the section's results and returns the file's name, or None when there is n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def http(result: dict[str, Any], out: Path) -> list[str]:
     return names
 
 
-def ideal_line(ax: Axes, xs: list[float], x0: float, y0: float, power: float, label: str) -> None:
+def ideal_line(ax: Axes, xs: Sequence[float], x0: float, y0: float, power: float, label: str) -> None:
     ax.plot(xs, [y0 * (x / x0) ** power for x in xs], color="grey", linestyle=":", label=label)
 
 

@@ -198,7 +198,7 @@ async def run(
                 await c.ws.close()
             proxy.terminate()
             proxy.join(5)
-    result = {
+    result: dict[str, Any] = {
         "clients": clients,
         "trials": trials,
         "delay_ms": delay_ms,
