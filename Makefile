@@ -55,6 +55,12 @@ bench-ws: $(BIN)/.installed
 bench-hot-reads: $(BIN)/.installed
 	$(BIN)/python bench/hot_reads.py $(ARGS)
 
+# Every benchmark in one bounded run (`spotik bench`): bench/report/REPORT.md and its PNG figures; ARGS: --quick
+# (under 3 minutes), --smoke (CI's size), --strict (exit 1 on a missed target), --help. The full run takes ~25 minutes.
+.PHONY: bench-report
+bench-report: $(BIN)/.installed
+	$(BIN)/spotik bench $(ARGS)
+
 # ruff, mypy --strict, and the import contract (pyproject.toml [tool.importlinter]: layers, no cycles).
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

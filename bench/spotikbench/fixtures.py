@@ -44,26 +44,31 @@ def expect(response: httpx2.Response, *statuses: int) -> dict[str, Any]:
     return body
 
 
+async def register_users(client: httpx2.AsyncClient, gate: asyncio.Semaphore, names: list[str]) -> list[str]:
+    """Registers one user per name (``<name>@bench.example.com``), ``gate`` bounding the requests in flight; their
+    tokens, in order."""
+
+    async def register(name: str) -> str:
+        payload = {
+            "username": name,
+            "email": f"{name}@bench.example.com",
+            "password": PASSWORD,
+            "password_confirmation": PASSWORD,
+        }
+        async with gate:
+            body = expect(await client.post("/api/auth/register", json=payload), 200, 201)
+        return str(body["data"]["token"])
+
+    return list(await asyncio.gather(*(register(name) for name in names)))
+
+
 async def spotik_setup(base_url: str, *, users: int, rooms: int, tag: str, concurrency: int = 16) -> SpotikFixture:
     """Users, rooms of which every user is a member, and a latency room holding one queued (idle) track."""
     started = time.monotonic()
     gate = asyncio.Semaphore(concurrency)
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx2.AsyncClient(base_url=base_url, timeout=60, limits=limits, trust_env=False) as client:
-
-        async def register(index: int) -> str:
-            name = f"b{tag}u{index}"
-            payload = {
-                "username": name,
-                "email": f"{name}@bench.example.com",
-                "password": PASSWORD,
-                "password_confirmation": PASSWORD,
-            }
-            async with gate:
-                body = expect(await client.post("/api/auth/register", json=payload), 200, 201)
-            return str(body["data"]["token"])
-
-        tokens = list(await asyncio.gather(*(register(i) for i in range(users))))
+        tokens = await register_users(client, gate, [f"b{tag}u{index}" for index in range(users)])
         admin = {"Authorization": f"Bearer {tokens[0]}"}
 
         async def create_room(name: str) -> str:

@@ -38,11 +38,11 @@ from typing import Any
 
 import httpx2
 
-from spotikbench.fixtures import PASSWORD, expect, wav_bytes
-from spotikbench.load import UNIT_MS, WRK_NON_2XX, WRK_PERCENTILE, WRK_RPS, WRK_SOCKET_ERRORS, WRK_TOTAL
+from spotikbench.fixtures import expect, register_users, wav_bytes
+from spotikbench.load import add_load_options, resolve_tool, run_httpx, run_wrk
 from spotikbench.report import ROOT, busy_cpu_seconds, machine, show, stamp, write
 from spotikbench.servers import ServerProcess
-from spotikbench.tools import clean_environment, free_port, pin_to, say, split_cpus
+from spotikbench.tools import clean_environment, free_port, say, split_cpus
 
 DEFAULT_BASELINE = "689911e"  # the commit before the OpenAPI response schemas
 WORKING_TREE = "worktree"  # --candidate's default: this repository's working tree, as it is at the start
@@ -197,20 +197,7 @@ async def make_data(base_url: str, *, rooms: int, tracks: int, members: int, lim
         asyncio.timeout(limit_s),
         httpx2.AsyncClient(base_url=base_url, timeout=60, limits=limits, trust_env=False) as client,
     ):
-
-        async def register(index: int) -> str:
-            name = f"hot{index}"
-            payload = {
-                "username": name,
-                "email": f"{name}@bench.example.com",
-                "password": PASSWORD,
-                "password_confirmation": PASSWORD,
-            }
-            async with gate:
-                body = expect(await client.post("/api/auth/register", json=payload), 200, 201)
-            return str(body["data"]["token"])
-
-        tokens = list(await asyncio.gather(*(register(i) for i in range(members + 1))))
+        tokens = await register_users(client, gate, [f"hot{index}" for index in range(members + 1)])
         owner = {"Authorization": f"Bearer {tokens[0]}"}
 
         async def create_room(index: int) -> str:
@@ -333,78 +320,26 @@ class Load:
     cpus: set[int] | None
 
 
-def run_wrk(url: str, token: str, load: Load, seconds: float) -> tuple[float, int, int, dict[str, float]]:
-    """(req/s, requests, errors, latency percentiles) of ``wrk`` on ``url`` with the bearer token."""
-    wrk = shutil.which("wrk")
-    assert wrk is not None
-    completed = subprocess.run(  # noqa: S603 - fixed arguments, loopback URL
-        [
-            wrk,
-            f"-t{load.threads}",
-            f"-c{load.connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--latency",
-            "-H",
-            "Accept-Encoding: gzip",
-            "-H",
-            f"Authorization: Bearer {token}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        preexec_fn=pin_to(load.cpus),  # before exec: the child has no threads yet
-    )
-    out = completed.stdout
-    rps, total = WRK_RPS.search(out), WRK_TOTAL.search(out)
-    if rps is None or total is None:
-        raise RuntimeError(f"unexpected wrk output:\n{out}\n{completed.stderr}")
-    errors = int(m.group(1)) if (m := WRK_NON_2XX.search(out)) else 0
-    if m := WRK_SOCKET_ERRORS.search(out):
-        errors += sum(int(g) for g in m.groups())
-    latency = {f"p{p}": round(float(v) * UNIT_MS[u], 3) for p, v, u in WRK_PERCENTILE.findall(out)}
-    return float(rps.group(1)), int(total.group(1)), errors, latency
-
-
-async def _httpx_load(
-    url: str, token: str, requests: int, concurrency: int
-) -> tuple[float, int, int, dict[str, float]]:
-    latencies: list[float] = []
-    errors = 0
-    remaining = requests
-    headers = {"Accept-Encoding": "gzip", "Authorization": f"Bearer {token}"}
-
-    async def worker(client: httpx2.AsyncClient) -> None:
-        nonlocal remaining, errors
-        while remaining > 0:
-            remaining -= 1
-            started = time.perf_counter()
-            response = await client.get(url, headers=headers)
-            latencies.append((time.perf_counter() - started) * 1000)
-            errors += response.status_code != 200
-
-    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx2.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    latency = {f"p{p}": round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))], 3) for p in (50, 99)}
-    return requests / elapsed, requests, errors, latency
-
-
 def drive(running: Running, endpoint: str, load: Load, *, warmup: bool = False) -> Sample:
     server, url, token = running.server, running.url(endpoint), running.data.token
     cpu = server.cpu_seconds()
     if load.tool == "wrk":
         seconds = load.seconds if not warmup else max(1.0, load.seconds / 2)
-        rps, total, errors, latency = run_wrk(url, token, load, seconds)
+        run = run_wrk(
+            url,
+            duration=seconds,
+            connections=load.connections,
+            threads=load.threads,
+            cpus=load.cpus,
+            headers=[f"Authorization: Bearer {token}"],
+        )
     else:
         count = load.requests if not warmup else max(200, load.requests // 5)
-        rps, total, errors, latency = asyncio.run(_httpx_load(url, token, count, load.connections))
+        run = run_httpx(url, requests=count, concurrency=load.connections, headers={"Authorization": f"Bearer {token}"})
+    total = run.requests
     per_request = (server.cpu_seconds() - cpu) * 1000 / total if total else None
     cpu_ms = None if per_request is None else round(per_request, 4)
-    return Sample(0, 0, endpoint, running.label, 0, rps, total, errors, latency, cpu_ms)
+    return Sample(0, 0, endpoint, running.label, 0, run.requests_per_second, total, run.errors, run.latency_ms, cpu_ms)
 
 
 def child_cpu_seconds() -> float:
@@ -632,27 +567,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=6, help="rounds; each measures both servers on both endpoints")
     parser.add_argument("--seconds", type=float, default=5, help="seconds of load per server, endpoint and round (wrk)")
-    parser.add_argument("--requests", type=int, default=3000, help="requests per server, endpoint and round (httpx)")
+    add_load_options(parser, requests=3000, connections=16)
     parser.add_argument("--pairs", type=int, default=1, help="server processes per revision (default 1)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up runs (half a round's load each) per server")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--tool", choices=["auto", "wrk", "httpx"], default="auto", help="load generator")
     parser.add_argument("--tracks", type=int, default=200, help="tracks in the queue room (default 200)")
     parser.add_argument("--rooms", type=int, default=20, help="rooms in the list, the queue room included (20)")
     parser.add_argument("--members", type=int, default=4, help="users besides the owner in every room (4)")
     parser.add_argument("--setup-timeout", type=float, default=300, help="seconds allowed for one server's data")
     parser.add_argument("--budget", type=float, default=0.05, help="allowed throughput loss (default 0.05)")
     parser.add_argument("--python", default=sys.executable, help="interpreter of both servers (default: this one)")
-    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin servers and load to CPUs")
     parser.add_argument("--quick", action="store_true", help="4 rounds of 2 s, one warm-up: under a minute")
     parser.add_argument("--strict", action="store_true", help="exit 1 when an endpoint's median ratio is under budget")
     args = parser.parse_args(argv)
     if args.quick:  # other defaults; options given explicitly still win
         parser.set_defaults(rounds=4, seconds=2, requests=1000, warmup=1)
         args = parser.parse_args(argv)
-    if args.tool == "auto":
-        args.tool = "wrk" if shutil.which("wrk") else "httpx"
+    resolve_tool(args)
     if min(args.rounds, args.pairs, args.rooms, args.tracks) < 1:
         parser.error("--rounds, --pairs, --rooms and --tracks must be at least 1")
     return args

@@ -12,8 +12,6 @@ from spotikbench.clients import SourceAddresses, Workers, client_status, open_so
 from spotikbench.servers import ServerProcess, settled_rss
 from spotikbench.tools import KIB, MIB, num, say
 
-CLOSED_SETTLE_S = 25.0  # after closing: two ticks of the server's memory monitor (which trims the heap) at least
-
 
 async def memory_phase(
     workers: Workers,
@@ -61,7 +59,7 @@ async def memory_phase(
             say(f"[{target.name}] failures: {opening['failures']}")
         opened = size
     closing = await workers.call_all("close_all", concurrency=args.concurrency * 2)
-    gone = await settled_rss(server, min_wait=CLOSED_SETTLE_S)
+    gone = await settled_rss(server, min_wait=args.closed_settle)
     result["close_elapsed_s"] = max(c["elapsed_s"] for c in closing)
     result["rss_after_close"] = gone["rss"]
     result["rss_after_close_settle"] = gone
@@ -80,7 +78,7 @@ async def memory_phase(
         opening = await open_sockets(workers, target, [server], 0, sizes[-1], args, addresses)
         held = await settled_rss(server)
         await workers.call_all("close_all", concurrency=args.concurrency * 2)
-        closed = await settled_rss(server, min_wait=CLOSED_SETTLE_S)
+        closed = await settled_rss(server, min_wait=args.closed_settle)
         result["cycles"].append(
             {"cycle": cycle, "opened": opening["ok"], "rss_open": held["rss"], "rss_closed": closed["rss"]}
         )

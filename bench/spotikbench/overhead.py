@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 
 import httpx2
 
-from spotikbench.load import Measurement, run_httpx, run_wrk
+from spotikbench.load import Measurement, add_load_options, resolve_tool, run_httpx, run_wrk
 from spotikbench.report import machine, show, stamp, write
 from spotikbench.servers import ServerProcess, spotik_server
 from spotikbench.tools import split_cpus
@@ -212,16 +211,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=3, help="server pairs (stack off, stack on); default 3")
     parser.add_argument("--duration", type=int, default=3, help="seconds of load per server per round (wrk)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server (wrk)")
-    parser.add_argument("--requests", type=int, default=5000, help="requests per server per round (httpx loop)")
-    parser.add_argument("--connections", type=int, default=32, help="concurrent connections")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--tool", choices=["auto", "wrk", "httpx"], default="auto", help="load generator")
+    add_load_options(parser, requests=5000, connections=32)
     parser.add_argument("--budget", type=float, default=0.15, help="allowed throughput loss (default 0.15)")
-    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin servers and load to CPUs")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the overhead is over budget")
     args = parser.parse_args(argv)
-    if args.tool == "auto":
-        args.tool = "wrk" if shutil.which("wrk") else "httpx"
+    resolve_tool(args)
     return args
 
 

@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cycles", type=int, default=None, help="open/close cycles of the largest size (leak check; 2, --quick 1)"
     )
+    parser.add_argument(
+        "--closed-settle",
+        type=float,
+        default=25.0,
+        help="s to wait at least, once all are closed, before reading RSS (25: two ticks of the memory monitor)",
+    )
     parser.add_argument("--bare-size", type=int, default=None, help="idle connections on the bare websockets server")
     parser.add_argument("--quick", action="store_true", help="sizes 200,500; subscribers 50,100; 20 rounds; 1 cycle")
     parser.add_argument("--users", type=int, default=100, help="Spotik users (socket i belongs to user i %% users)")

@@ -293,6 +293,12 @@ def markdown(args: argparse.Namespace, report: dict[str, Any]) -> str:
 
 
 def write_report(run: Run, started: float, busy_at_start: float) -> tuple[Path, Path, dict[str, Any]]:
+    report = build_report(run, started, busy_at_start)
+    json_path, md_path = write("realtime", report["at"], report, markdown(run.args, report))
+    return json_path, md_path, report
+
+
+def build_report(run: Run, started: float, busy_at_start: float) -> dict[str, Any]:
     args = run.args
     usage = resource.getrusage(resource.RUSAGE_SELF)
     own = run.own_cpu_s + usage.ru_utime + usage.ru_stime
@@ -318,5 +324,4 @@ def write_report(run: Run, started: float, busy_at_start: float) -> tuple[Path, 
         "results": run.results,
     }
     report["targets"] = evaluate(args, run.results)
-    json_path, md_path = write("realtime", at, report, markdown(args, report))
-    return json_path, md_path, report
+    return report

@@ -1,9 +1,11 @@
-"""``spotik serve | migrate``: the operator's entry points."""
+"""``spotik serve | migrate | bench``: the operator's entry points."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -59,13 +61,27 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     serve_with_realtime(config, app.services.realtime)
 
 
+def bench(argv: list[str]) -> int:
+    """The benchmark suite of a source checkout (``bench/spotikbench``, beside ``src/``), with this interpreter."""
+    folder = Path(__file__).resolve().parents[2] / "bench"
+    if not (folder / "spotikbench").is_dir():
+        print(f"spotik bench: needs a source checkout ({folder}/spotikbench not found)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(folder))
+    return int(importlib.import_module("spotikbench.suite").main(argv))
+
+
 def main(argv: list[str] | None = None) -> None:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["bench"]:  # its options are the suite's own (spotik bench --help)
+        raise SystemExit(bench(given[1:]))
     parser = argparse.ArgumentParser(prog="spotik", description="Spotik collaborative listening rooms")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the HTTP and WebSocket server")
     serve_parser.add_argument("--host", help="interface to bind (default from settings: 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to bind (default from settings: 8000)")
     commands.add_parser("migrate", help="apply database migrations to the configured database")
+    commands.add_parser("bench", help="run the benchmarks and write bench/report/REPORT.md (--quick, --smoke, --help)")
     args = parser.parse_args(argv)
 
     settings = load_settings()
