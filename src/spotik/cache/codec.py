@@ -7,8 +7,8 @@ The price is a decode per hit: about 0.3 µs for a small JSON object with orjson
 
 **Never pickle**: unpickling bytes read back from a shared Redis runs arbitrary code. Only JSON-shaped data (and,
 with msgpack, bytes) goes in; anything else raises :class:`CacheCodecError` at ``set`` time, so a bad value is found
-by the caller that cached it, not by a later reader. JSON turns tuples into lists and msgpack does the same; callers
-get back what a JSON API would give them.
+by the caller that cached it, not by a later reader. JSON turns tuples into lists (msgpack does the same) and, with
+orjson, NaN and ±infinity into null: callers get back what a JSON API would give them.
 
 **The flag byte** says how the body was written: its low bits name the codec, bit 7 says zlib. ``decode`` reads the
 flag, not the namespace's current configuration, so an entry written by an instance with another configuration
