@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint migrate bench bench-ws bench-hot-reads clean
+.PHONY: serve test lint migrate bench bench-ws bench-hot-reads bench-cache clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench-ws: $(BIN)/.installed
 # --baseline REV --candidate REV|DIR --quick --strict); the default compares 689911e with the working tree.
 bench-hot-reads: $(BIN)/.installed
 	$(BIN)/python bench/hot_reads.py $(ARGS)
+
+# The in-process cache tier: a small-entry get (target: median under 2 µs) and a set, against a dict and a cachetools
+# LRUCache read in the same run (ARGS: e.g. --quick --strict).
+bench-cache: $(BIN)/.installed
+	$(BIN)/python bench/cache_store.py $(ARGS)
 
 # ruff, mypy --strict, and the import contract (pyproject.toml [tool.importlinter]: layers, no cycles).
 lint: $(BIN)/.installed
