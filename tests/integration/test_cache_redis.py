@@ -20,24 +20,12 @@ from spotik.cache import CacheManager
 from spotik.settings import Settings
 from tests.conftest import unavailable
 from tests.e2e.server import free_port
+from tests.integration.test_rate_limit import redis_url  # the fixture: 127.0.0.1:6379, or skip / fail in CI
 from tests.integration.test_websocket_redis import RedisProcess
 
 pytestmark = pytest.mark.redis
-REDIS_URL = "redis://127.0.0.1:6379/0"
 WAIT = 10.0
 OUTAGE_LOG = "cache redis unreachable: in-process tier only"
-
-
-@pytest.fixture
-def redis_url() -> str:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        unavailable(f"Redis at {REDIS_URL}", exc)
-    finally:
-        client.close()
-    return REDIS_URL
 
 
 @pytest.fixture
@@ -223,3 +211,6 @@ async def test_an_outage_keeps_the_local_tier_and_invalidations_flow_again_after
     events = [entry["event"] for entry in logs]
     assert events.count(OUTAGE_LOG) == 2  # once per instance
     assert events.count("cache redis reachable again") == 2
+
+
+__all__ = ["redis_url"]
