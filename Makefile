@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint migrate bench bench-ws bench-hot-reads bench-cache clean
+.PHONY: serve test fuzz lint migrate bench bench-ws bench-hot-reads bench-cache clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,18 @@ test: $(BIN)/.installed
 	bash scripts/install-test-tools.sh
 	bash scripts/install-browser.sh $(BIN)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# A deeper fuzzing run than the bounded one `make test` includes (tests/fuzzing.py, tests/e2e/test_fuzz.py): every
+# operation of /openapi.json with FUZZ_EXAMPLES positive and as many negative cases, FUZZ_SCENARIOS stateful
+# scenarios, against the real server on SQLite and PostgreSQL; any 5xx, response the document does not allow, or leak
+# fails it. The figures (operations, examples, statuses, failures by check, seed) are printed and appended as JSON
+# lines to FUZZ_REPORT (bench/reports/, not versioned). Replay a run with SPOTIK_FUZZ_SEED=<seed>. Takes about an hour with the defaults.
+FUZZ_EXAMPLES ?= 500
+FUZZ_SCENARIOS ?= 300
+FUZZ_REPORT ?= bench/reports/fuzz.jsonl
+fuzz: $(BIN)/.installed
+	SPOTIK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SPOTIK_FUZZ_SCENARIOS=$(FUZZ_SCENARIOS) SPOTIK_FUZZ_REPORT=$(FUZZ_REPORT) \
+		$(BIN)/python -m pytest tests/e2e/test_fuzz.py -s $(PYTEST_ARGS)
 
 # Bounded, loopback-only benchmarks (see bench/README.md); reports go to bench/reports/.
 bench: $(BIN)/.installed

@@ -96,11 +96,15 @@ class Contract:
 
     @classmethod
     def of_document(cls, document: dict[str, Any]) -> Contract:
-        """For a server seen from outside: its routes are the document's paths (``{name}``: one path segment)."""
+        """For a server seen from outside: its routes are the document's paths (``{name}``: one path segment, except
+        ``{path}``, which stands for Starlette's ``{path:path}`` and spans segments, as on ``/api/storage/{path}``)."""
         routes = []
         for template, item in document["paths"].items():
             parts = _PARAMETER.split(template)  # literal, name, literal, name, …
-            regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts))
+            regex = "".join(
+                re.escape(part) if i % 2 == 0 else f"(?P<{part}>{'.+' if part == 'path' else '[^/]+'})"
+                for i, part in enumerate(parts)
+            )
             routes.append(Route(template, re.compile(f"^{regex}$"), frozenset(m.upper() for m in item), True))
         return cls(document, routes)
 

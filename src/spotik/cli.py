@@ -27,13 +27,19 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     from spotik.app import create_app
     from spotik.db.migrate import migrate
     from spotik.logs import configure_logging
-    from spotik.realtime.serving import WebSocketProtocol
+    from spotik.performance.middleware.security import SecurityHeaders
+    from spotik.realtime.serving import WebSocketProtocol, http_protocol
     from spotik.realtime.serving import serve as serve_with_realtime
 
     configure_logging(settings)
     if settings.auto_migrate:
         print(f"spotik: {migrate(settings).describe()}", file=sys.stderr)
     app = create_app(settings)
+    security = (
+        SecurityHeaders.from_settings(settings, app.services.monitoring.proxies).headers
+        if settings.security_headers_enabled
+        else []
+    )
     config = uvicorn.Config(
         app,
         host=host or settings.host,
@@ -42,6 +48,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_timeout),
+        http=http_protocol(security),  # httptools, its own 400 for malformed HTTP with the security headers too
         ws=WebSocketProtocol,  # uvicorn's websockets-sansio, freeing a closed socket at once (realtime/serving.py)
         ws_per_message_deflate=settings.ws_per_message_deflate,  # off: ~33 KiB per socket, 2-3x slower broadcasts
         ws_ping_interval=settings.ws_ping_interval,

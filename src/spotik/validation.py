@@ -28,6 +28,23 @@ def label(name: str) -> str:
     return name.replace("_", " ")
 
 
+# What no database Spotik runs on can store in a text column: NUL (PostgreSQL refuses it; SQLite would keep it) and
+# lone UTF-16 surrogates (not encodable as UTF-8: a JSON escape like "\ud800", or an undecodable byte of a form value,
+# which spotik.http.input keeps as a surrogate with Python's "surrogateescape").
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be stored as it is on SQLite and PostgreSQL alike (the shared check for every text a
+    client sends: body fields, file names)."""
+    return _UNSTORABLE.search(text) is None
+
+
+def unstorable_message(name: str) -> str:
+    """The one message for text that :func:`storable` refuses (Laravel has none: its PostgreSQL driver fails)."""
+    return f"The {label(name)} field contains characters that cannot be stored."
+
+
 def normalise(data: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -44,12 +61,17 @@ def string(name: str, value: Any, _data: Mapping[str, Any]) -> str | None:
     return None if isinstance(value, str) else f"The {label(name)} field must be a string."
 
 
+# ASCII digits only, as PHP's FILTER_VALIDATE_INT (Python's int() also reads other scripts' digits), and no more of
+# them than int() converts (sys.get_int_max_str_digits(), 4300 by default): no later int() of a valid value can fail.
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,4300}")
+
+
 def integer(name: str, value: Any, _data: Mapping[str, Any]) -> str | None:
     if isinstance(value, bool):
         return f"The {label(name)} field must be an integer."
     if isinstance(value, int):
         return None
-    if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
         return None
     return f"The {label(name)} field must be an integer."
 
@@ -161,6 +183,9 @@ def validate(
         if value is None:
             if spec.required:
                 errors[name] = [f"The {label(name)} field is required."]
+            continue
+        if isinstance(value, str) and not storable(value):  # before any rule: none of them may see it
+            errors[name] = [unstorable_message(name)]
             continue
         messages: list[str] = []
         for rule in spec.rules:

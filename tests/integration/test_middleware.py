@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import mmap
 import re
 import time
 from collections.abc import AsyncIterator
@@ -76,8 +77,14 @@ def add_test_routes(app: FastAPI) -> None:
         return {"id": item_id}
 
     async def allocate(request: Request, megabytes: int) -> dict[str, int]:
-        hoard: list[bytes] = request.app.state.hoard
-        hoard.append(b"x" * (megabytes << 20))  # kept alive past the request: its pages stay resident
+        # Fresh pages from the kernel, each touched so that it is resident, kept alive past the request. Not a bytes
+        # object: after a long run malloc may serve it from freed heap pages that are resident already (its mmap
+        # threshold rises once a large block is freed), and the process's RSS would not grow.
+        hoard: list[mmap.mmap] = request.app.state.hoard
+        pages = mmap.mmap(-1, megabytes << 20)
+        for offset in range(0, len(pages), mmap.PAGESIZE):
+            pages[offset] = 1
+        hoard.append(pages)
         return {"held": len(hoard)}
 
     for path, endpoint in (
@@ -291,7 +298,7 @@ async def test_the_memory_window_is_bounded(sqlite_url: str, tmp_path: Path) -> 
 async def test_the_most_memory_hungry_route_tops_the_list(sqlite_url: str, tmp_path: Path) -> None:
     settings = make_settings(sqlite_url, tmp_path, memory_sample_every=1)
     async with running_app(settings, routes=add_test_routes) as running:
-        hoard: list[bytes] = []
+        hoard: list[mmap.mmap] = []
         running.app.state.hoard = hoard
         try:
             for index in range(3):

@@ -81,6 +81,16 @@ def test_a_new_route_without_documentation_is_caught(offline_settings: Settings)
     assert "POST /api/undocumented: reads a body but does not declare 413" in problems
 
 
+def test_a_served_document_matches_paths_as_the_server_routes_them(document: dict[str, Any]) -> None:
+    """The live hooks read routes from /openapi.json: ``{path}`` spans segments (Starlette's ``{path:path}``), any
+    other parameter is one segment."""
+    contract = Contract.of_document(document)
+    nested = contract.match("GET", "/api/storage/room_covers/cover.png")
+    assert nested.route is not None and nested.route.template == "/api/storage/{path}", nested
+    assert nested.parameters == {"path": "room_covers/cover.png"}
+    assert contract.match("GET", "/api/rooms/a/b").route is None
+
+
 async def test_docs_page_is_served(offline_settings: Settings) -> None:
     app = create_app(offline_settings)
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as client:

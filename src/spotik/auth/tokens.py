@@ -18,10 +18,13 @@ from enum import StrEnum
 import jwt
 
 from spotik.settings import Settings
+from spotik.validation import storable
 
 ALGORITHM = "HS256"
 PRV = hashlib.sha1(b"App\\Models\\User").hexdigest()  # noqa: S324 - an identifier, not security
 REQUIRED_CLAIMS = ("iss", "iat", "exp", "nbf", "sub", "jti")
+MAX_JTI_LENGTH = 255  # jwt_blacklist.jti
+MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z, the last instant a datetime can hold
 _JTI_ALPHABET = string.ascii_letters + string.digits
 
 
@@ -113,8 +116,14 @@ class TokenService:
                 nbf=int(payload["nbf"]),
                 iss=str(payload["iss"]),
             )
-        except (TypeError, ValueError) as exc:
+        # OverflowError: int() of "exp": Infinity, which PyJWT does not check when expiry is not verified (refresh).
+        except (OverflowError, TypeError, ValueError) as exc:
             raise TokenError(TokenProblem.INVALID, "malformed claims") from exc
+        # The jti is looked up in, and written to, jwt_blacklist.jti (varchar(255)); the times become datetimes.
+        if not (0 < len(claims.jti) <= MAX_JTI_LENGTH and storable(claims.jti)):
+            raise TokenError(TokenProblem.INVALID, "malformed jti")
+        if not all(0 <= value <= MAX_TIMESTAMP for value in (claims.iat, claims.exp, claims.nbf)):
+            raise TokenError(TokenProblem.INVALID, "time claim out of range")
         if allow_expired and time.time() > claims.iat + self.refresh_ttl_minutes * 60 + self.leeway_seconds:
             raise TokenError(TokenProblem.EXPIRED, "refresh window elapsed")
         return claims

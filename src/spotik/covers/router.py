@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Message
 
@@ -42,22 +44,43 @@ class _BodyLimit:
     """Counts the body as it is received and stops it past ``limit``, whether or not a Content-Length was sent.
 
     It raises the form parser's own exception, so that Starlette closes the temporary files of a half-parsed form.
+    It also watches for the multipart body's closing delimiter (``--boundary--`` on a line of its own) and stops a
+    body that ends without it: Starlette's parser would silently drop the part that the body's end cut off (turning
+    an interrupted upload into "no cover provided") and leave that part's temporary file open.
     """
 
-    def __init__(self, request: Request, limit: int) -> None:
+    def __init__(self, request: Request, limit: int, closing: bytes | None = None) -> None:
         self._receive = request.receive
         self.limit = limit
         self.received = 0
         self.exceeded = False
+        self.closing = closing
+        self.closed = False
+        self.truncated = False
+        self._tail = b"\r\n"  # a delimiter is a line of its own: the body's start counts as a line start
 
     async def receive(self) -> Message:
         message = await self._receive()
         if message["type"] == "http.request":
-            self.received += len(message.get("body", b""))
+            chunk = message.get("body", b"")
+            self.received += len(chunk)
             if self.received > self.limit:
                 self.exceeded = True
                 raise MultiPartException("Request body too large")
+            if self.closing is not None and not self.closed:
+                window = self._tail + chunk
+                self.closed = self.closing in window
+                self._tail = window[-(len(self.closing) - 1) :]
+                if not self.closed and not message.get("more_body", False):
+                    self.truncated = True
+                    raise MultiPartException("The body ended before its closing boundary")
         return message
+
+
+def _closing_delimiter(content_type: str) -> bytes | None:
+    _kind, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    return b"\r\n--" + boundary + b"--" if boundary else None
 
 
 def _file_too_large() -> PayloadTooLarge:
@@ -68,17 +91,21 @@ async def read_cover_input(request: Request) -> service.CoverInput:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > COVER_BODY_LIMIT:
         raise _file_too_large()
-    body_limit = _BodyLimit(request, COVER_BODY_LIMIT)
-    limited = Request(request.scope, body_limit.receive)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    multipart = content_type == "multipart/form-data"
+    closing = _closing_delimiter(request.headers.get("content-type", "")) if multipart else None
+    body_limit = _BodyLimit(request, COVER_BODY_LIMIT, closing)
+    limited = Request(request.scope, body_limit.receive)
     try:
-        if content_type != "multipart/form-data":
+        if not multipart:
             data = await read_input(limited, limit=COVER_BODY_LIMIT)
             sent = data.get("cover_image") not in (None, "")  # JSON cannot carry a file: sent means "not a file"
             return service.CoverInput(image_sent=sent, image=None, cover_data=data.get("cover_data"))
         form = await limited.form(max_files=4, max_fields=32, max_part_size=COVER_BODY_LIMIT)
         try:
-            image = form.get("cover_image")
+            # The first of several files counts, as for track uploads (Starlette's ``get`` would return the last).
+            images = form.getlist("cover_image")
+            image = images[0] if images else None
             contents = await image.read(storage.MAX_COVER_BYTES + 1) if isinstance(image, UploadFile) else None
             cover_data = form.get("cover_data")
             return service.CoverInput(
@@ -91,9 +118,19 @@ async def read_cover_input(request: Request) -> service.CoverInput:
     except (HTTPException, MultiPartException) as exc:
         if body_limit.exceeded:
             raise _file_too_large() from None
+        if body_limit.truncated:
+            raise ApiError(
+                "The request body is not valid multipart/form-data.",
+                error="Malformed upload",
+                envelope=Envelope.B,
+                status_code=400,
+            ) from None
         if isinstance(exc, HTTPException):  # a malformed form: the same 400, in this route family's envelope
             raise ApiError(str(exc.detail), envelope=Envelope.B, status_code=exc.status_code) from None
         raise
+    except ClientDisconnect:
+        # Nobody is left to read the answer (the same as for a track upload); Starlette has closed the temporary files.
+        raise ApiError("The upload was interrupted", status_code=400, envelope=Envelope.B) from None
 
 
 @router.post(

@@ -53,19 +53,31 @@ _BMP_DIB_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 def image_type(data: bytes) -> str | None:
     """The image format of ``data`` from its magic bytes ("jpg", "png", "webp", "gif", "bmp"), else None.
 
-    Never from a client's file name or declared MIME type.
+    Never from a client's file name or declared MIME type. More than the bare magic number is looked at (the
+    first JPEG marker, the WebP bitstream's signature), so that "magic bytes followed by HTML" is not an image.
     """
     if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
         return "png"
-    if data[:3] == b"\xff\xd8\xff":
+    if data[:3] == b"\xff\xd8\xff" and len(data) > 3 and 0xC0 <= data[3] <= 0xFE:  # SOI, then a marker
         return "jpg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and data[12:16] in (b"VP8 ", b"VP8L", b"VP8X"):
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and _webp_bitstream(data):
         return "webp"
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
     if data[:2] == b"BM" and len(data) >= 26 and int.from_bytes(data[14:18], "little") in _BMP_DIB_HEADER_SIZES:
         return "bmp"
     return None
+
+
+def _webp_bitstream(data: bytes) -> bool:
+    """The first chunk of a WebP file starts a lossy (VP8 start code), lossless (VP8L signature) or extended
+    (VP8X, a 10-byte header) bitstream."""
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        return data[23:26] == b"\x9d\x01\x2a"
+    if chunk == b"VP8L":
+        return data[20:21] == b"\x2f"
+    return chunk == b"VP8X" and int.from_bytes(data[16:20], "little") >= 10
 
 
 def cover_url(directory: str, filename: str) -> str:

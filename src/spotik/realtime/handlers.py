@@ -235,7 +235,9 @@ class Handlers:
 
     async def playback_control(self, connection: Connection, data: dict[str, Any]) -> None:
         """``POST /api/rooms/{room}/…/play|pause|resume|skip|stop|seek`` over the socket, for the joined room."""
-        action = PLAYBACK_ACTIONS.get(data.get("action"))  # type: ignore[arg-type]
+        raw_action = data.get("action")
+        # Only a string can name an action (a list or an object is not even hashable).
+        action = PLAYBACK_ACTIONS.get(raw_action) if isinstance(raw_action, str) else None
         if action is None:
             choices = ", ".join(PLAYBACK_ACTIONS)
             raise HandlerError(

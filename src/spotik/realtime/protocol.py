@@ -138,6 +138,29 @@ class ClientMessage:
     data: dict[str, Any]
 
 
+# Client messages are two or three levels deep. orjson reads up to 1024 levels but writes at most 254, so a deeper
+# value echoed back (``ping``'s ``client_time``) could not even be encoded: such a message is refused when it arrives.
+MAX_DEPTH: Final = 32
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) nests containers more than ``limit`` levels deep; iterative, no recursion."""
+    level: list[Any] = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(child for child in item.values() if isinstance(child, dict | list))
+            elif isinstance(item, list):
+                children.extend(child for child in item if isinstance(child, dict | list))
+        level = children
+    return False
+
+
 class ProtocolError(Exception):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
@@ -153,6 +176,8 @@ def parse(text: str | bytes) -> ClientMessage:
         raise ProtocolError(ErrorCode.INVALID_JSON, "Invalid JSON message") from None
     if not isinstance(value, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "A message must be a JSON object with a type")
+    if _deeper_than(value, MAX_DEPTH):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"A message may not be nested more than {MAX_DEPTH} levels deep")
     message_type = value.get("type")
     if not isinstance(message_type, str) or not message_type:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "A message must have a string type")

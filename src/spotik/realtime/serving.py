@@ -12,6 +12,10 @@ collections paused the loop 85–97 ms in a serving process with idle sockets), 
 write-up). Done here, in the process that serves, not in ``create_app``: test processes build many apps and must
 not freeze their garbage.
 
+``HttpProtocol`` is uvicorn's httptools protocol whose own answer to bytes that are not valid HTTP (a 400 sent before
+any app runs, e.g. for a malformed ``Content-Length`` or a control character in a header) carries the security headers
+every other response gets from the app (docs/api.md#cors-and-common-headers).
+
 ``WebSocketProtocol`` is uvicorn's websockets-sansio protocol minus one reference cycle per socket. websockets'
 sans-I/O ``ServerProtocol`` keeps its frame parser as a suspended generator whose frame holds the protocol (and,
 after an abnormal close, ``parser_exc``, whose traceback holds that frame too), so a closed socket's protocol, read
@@ -28,9 +32,11 @@ from __future__ import annotations
 import gc
 import socket
 from collections.abc import Generator
+from typing import ClassVar
 
 import structlog
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from spotik.realtime.gateway import Realtime
@@ -61,13 +67,44 @@ def _idle_parser() -> Generator[None]:
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's ``websockets-sansio`` protocol (``ws=``) that frees a closed socket without the cyclic collector."""
+    """uvicorn's ``websockets-sansio`` protocol (``ws=``) that frees a closed socket without the cyclic collector,
+    and that answers a handshake websockets refuses to parse."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None and not self.transport.is_closing():
+            # websockets refused the handshake request itself (a line over its 8 KiB limit, e.g. a huge token in the
+            # URL or a header: 414/431; too many headers; not HTTP) and queued its answer, which uvicorn never
+            # writes: the client would wait for an answer that never comes. Write it and close.
+            self.handshake_complete = self.close_sent = True
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         conn = self.conn
         conn.parser = _idle_parser()  # the suspended parser held ``conn``: a cycle only a full collection would free
         conn.parser_exc = None  # its traceback holds the parser's frame, which holds ``conn``
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's ``httptools`` protocol (``http=``) adding ``extra_headers`` to the 400 it sends on its own."""
+
+    extra_headers: ClassVar[list[tuple[bytes, bytes]]] = []
+
+    def send_400_response(self, msg: str) -> None:
+        state = self.server_state
+        defaults = state.default_headers  # uvicorn writes these into its 400; shared, but this call is synchronous
+        state.default_headers = [*defaults, *self.extra_headers]
+        try:
+            super().send_400_response(msg)
+        finally:
+            state.default_headers = defaults
+
+
+def http_protocol(extra_headers: list[tuple[bytes, bytes]]) -> type[HttpProtocol]:
+    """The ``http=`` protocol class for uvicorn, its own 400s carrying ``extra_headers`` (the security headers)."""
+    return type("HttpProtocol", (HttpProtocol,), {"extra_headers": list(extra_headers)})
 
 
 def serve(config: uvicorn.Config, realtime: Realtime) -> None:

@@ -1,7 +1,8 @@
 """Content-based audio probing for uploaded tracks.
 
 The type of an upload is decided from its *content* only: magic bytes first
-(:func:`sniff_format`), then the matching mutagen parser, whose result must
+(:func:`sniff_format`), then a parser for that container (mutagen's MPEG
+and FLAC stream-information readers, our own for the rest), whose result must
 agree with the sniffed container.  The client's file name and MIME type are
 never consulted.
 
@@ -11,28 +12,34 @@ with AAC or ALAC audio), Ogg (Vorbis or Opus) and FLAC.
 
 Everything here is blocking, synchronous file I/O: async callers should run
 :func:`probe` in a worker thread.
+
+Hostile files (docs/api.md#tracks): the probe reads only the stream
+information it needs, never the tags (a 50 MB ID3 frame, or millions of tiny
+ID3, Vorbis-comment or iTunes tags, cost mutagen minutes of CPU and gigabytes
+of memory), walks every structure with a bounded, linear amount of work, and
+believes no header's claim about the length that the file's bytes cannot hold:
+the duration is what is really there (MP3 frames counted, WAV bytes present,
+FLAC frames checked, MPEG-4 sample table), and an Ogg stream whose granule
+positions promise more audio than its packets can carry is refused.
 """
 
 from __future__ import annotations
 
+import array
 import codecs
 import math
+import re
 import struct
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, BinaryIO, Final
 
-import mutagen.id3
-from mutagen import FileType
-from mutagen.flac import FLAC
-from mutagen.mp3 import MP3, MPEGInfo
-from mutagen.mp4 import MP4
-from mutagen.oggopus import OggOpus
-from mutagen.oggvorbis import OggVorbis
-from mutagen.wave import WAVE
+from mutagen.flac import StreamInfo
+from mutagen.mp3 import MPEGInfo
 
 __all__ = ["HEAD_SIZE", "MIME_TYPES", "MIN_MPEG_FRAMES", "AudioInfo", "InvalidAudio", "probe", "sniff_format"]
 
@@ -302,9 +309,38 @@ def _sniff_container(data: bytes, *, after_id3: bool) -> str | None:
     # FLAC and MP3 are the containers that are found behind ID3v2 tags.
     if data[:4] == b"fLaC":
         return "flac"
-    if _find_mpeg_chain(data, _MAX_MPEG_LEADING_JUNK) is not None:
+    chain_at = _find_mpeg_chain(data, _MAX_MPEG_LEADING_JUNK)
+    if chain_at is not None and not _foreign_junk(data[:chain_at]):
         return "mp3"
     return None
+
+
+# Leading junk before the first MPEG frame is tolerated (tagger padding, a stream cut mid-frame), but not the start
+# of another kind of file: an archive, a document, an executable or text (HTML, a script) followed by MP3 frames is a
+# polyglot, not an MP3.
+_FOREIGN_SIGNATURES: Final = (
+    b"PK\x03\x04",  # ZIP (and every format built on it)
+    b"PK\x05\x06",
+    b"PK\x07\x08",
+    b"%PDF",
+    b"\x7fELF",
+    b"MZ",  # Windows executables
+    b"\xca\xfe\xba\xbe",  # Mach-O, Java classes
+    b"\x89PNG",
+    b"\xff\xd8\xff",  # JPEG
+    b"GIF8",
+    b"\x1f\x8b",  # gzip
+    b"BZh",
+    b"7z\xbc\xaf",
+    b"Rar!",
+)
+
+
+def _foreign_junk(junk: bytes) -> bool:
+    if junk.startswith(_FOREIGN_SIGNATURES):
+        return True
+    text = junk.strip(b"\x00")
+    return len(text) >= 16 and all(0x20 <= byte < 0x7F or byte in b"\t\r\n" for byte in text)
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -428,21 +464,6 @@ def probe(path: Path) -> AudioInfo:
     return info
 
 
-def _mutagen_info(kind: Callable[[str], FileType], path: Path) -> Any:
-    """Parse ``path`` with the mutagen class ``kind`` and return its stream info.
-
-    The class is chosen from the sniffed content; ``mutagen.File`` is not used
-    because it weighs the file name in.  mutagen's stream info classes are
-    not typed, hence ``Any``: callers convert each attribute they use.
-    """
-    audio = kind(str(path))
-    # A FileType without tags is *falsy*: never test it with "if audio".
-    info = getattr(audio, "info", None)
-    if info is None:
-        raise InvalidAudio("no audio stream information found")
-    return info
-
-
 def _make_info(
     fmt: str,
     *,
@@ -520,6 +541,7 @@ class _FrameScanner:
         self._end = end
         self._buf = b""
         self._buf_start = start
+        self.false_syncs = 0
 
     def _window(self, pos: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``pos`` (fewer at the end of the file)."""
@@ -541,21 +563,27 @@ class _FrameScanner:
         return header
 
     def _resync(self, pos: int, stream: _MpegHeader) -> int | None:
-        """First position after ``pos`` where two linked frames of ``stream`` start."""
+        """First position after ``pos`` where two linked frames of ``stream`` start.
+
+        Candidates are found by a pattern of the stream's own header bytes (at C speed: 50 MB of ``FF`` bytes hold
+        none), and each probe's budget of false candidates is bounded (``_MAX_FALSE_SYNCS``): a file made of
+        valid-looking but unlinked headers is measured up to where the budget ran out, in a bounded time.
+        """
+        pattern = _sync_pattern(stream)
         pos += 1
         while pos + 4 <= self._end:
-            window = self._window(pos, _CHUNK_SIZE)
-            if not window:
+            window = self._window(pos, _CHUNK_SIZE)  # a local reference: _frame_at may move the buffer
+            if len(window) < 4:
                 return None
-            hit = window.find(b"\xff")
-            if hit == -1:
-                pos += len(window)
-                continue
-            pos += hit
-            header = self._frame_at(pos, stream)
-            if header is not None and self._frame_at(pos + header.frame_length, stream) is not None:
-                return pos
-            pos += 1
+            for match in pattern.finditer(window):
+                candidate = pos + match.start()
+                header = self._frame_at(candidate, stream)
+                if header is not None and self._frame_at(candidate + header.frame_length, stream) is not None:
+                    return candidate
+                self.false_syncs += 1
+                if self.false_syncs > _MAX_FALSE_SYNCS:
+                    return None
+            pos += len(window) - 3  # a header cut by the window's end is found in the next one
         return None
 
     def scan(self, stream: _MpegHeader) -> tuple[int, int, int]:
@@ -576,6 +604,36 @@ class _FrameScanner:
         return frames, samples, audio_bytes
 
 
+# A real file loses sync a handful of times (trailing ID3v1/APE/Lyrics tags, a damaged frame); each false candidate
+# costs a header decode in Python. Past this many the rest of the file is treated as junk.
+_MAX_FALSE_SYNCS: Final = 20_000
+
+
+@lru_cache(maxsize=64)
+def _sync_pattern_for(version_bits: int, rate_index: int, mono: bool) -> re.Pattern[bytes]:
+    """The bytes a layer III header of this stream can start with (any bitrate, padding, CRC and flags)."""
+
+    def one_of(values: list[int]) -> bytes:
+        return b"[" + b"".join(re.escape(bytes([value])) for value in values) + b"]"
+
+    second = [0xE0 | version_bits << 3 | 0b010 | crc for crc in (0, 1)]  # layer III, with or without CRC
+    third = [index << 4 | rate_index << 2 | low for index in range(1, 15) for low in range(4)]
+    modes = [3] if mono else [0, 1, 2]
+    fourth = [mode << 6 | middle << 2 | emphasis for mode in modes for middle in range(16) for emphasis in (0, 1, 3)]
+    return re.compile(b"\xff" + one_of(second) + one_of(third) + one_of(fourth))
+
+
+def _sync_pattern(stream: _MpegHeader) -> re.Pattern[bytes]:
+    rate_index = _SAMPLE_RATES[stream.version_bits].index(stream.sample_rate)
+    return _sync_pattern_for(stream.version_bits, rate_index, stream.mono)
+
+
+def _min_frame_length(stream: _MpegHeader) -> int:
+    """Bytes of the smallest frame this stream can have (the lowest bitrate, no padding)."""
+    lowest = (_BITRATES_V1_L3 if stream.version_bits == 3 else _BITRATES_V2_L3)[1] * 1000
+    return stream.samples // 8 * lowest // stream.sample_rate
+
+
 def _probe_mp3(source: _Source) -> AudioInfo:
     chain_at = _find_mpeg_chain(source.head, _MAX_MPEG_LEADING_JUNK)
     if chain_at is None:  # unreachable: sniffing found it already
@@ -584,13 +642,11 @@ def _probe_mp3(source: _Source) -> AudioInfo:
     first = _mpeg_header_at(source.head, chain_at)
     assert first is not None
 
-    try:
-        info = _mutagen_info(MP3, source.path)
-    except mutagen.id3.error:
-        # The ID3v2 tag is unreadable (e.g. an unknown version), which says
-        # nothing about the audio: read the MPEG stream info on its own.
-        parse_stream: Callable[[BinaryIO, int], Any] = MPEGInfo
-        info = parse_stream(source.file, source.audio_start)
+    # The stream information only: mutagen's MP3 class would parse the ID3v2
+    # tags too, in time that grows faster than their number (minutes for the
+    # millions of tiny frames a 50 MB tag can hold), and keep them in memory.
+    parse_stream: Callable[[BinaryIO, int], Any] = MPEGInfo
+    info = parse_stream(source.file, source.audio_start)
     if info.layer != 3:
         raise InvalidAudio(f"MPEG layer {info.layer} audio is not MP3")
     if getattr(info, "frame_offset", first_offset) != first_offset or (
@@ -607,6 +663,9 @@ def _probe_mp3(source: _Source) -> AudioInfo:
         # A header promising much more data than the file holds means a
         # truncated upload: count the frames that are really there instead.
         and (vbr.byte_count is None or available >= 0.95 * vbr.byte_count)
+        # Nor is a frame count believed that the file's bytes cannot hold
+        # even at the stream's lowest bitrate (hours "in" a few kilobytes).
+        and vbr.frames * _min_frame_length(first) <= available
     )
     if trust_header:
         # The header's frame count, minus the encoder delay and padding that
@@ -667,7 +726,7 @@ def _riff_chunks(file: BinaryIO, size: int) -> dict[bytes, tuple[int, int]]:
 
 
 def _probe_wav(source: _Source) -> AudioInfo:
-    info = _mutagen_info(WAVE, source.path)
+    # Read by hand: mutagen's WAVE would also parse an embedded ID3 chunk (see MP3) and list every chunk.
     chunks = _riff_chunks(source.file, source.size)
     if b"fmt " not in chunks:
         raise InvalidAudio("the WAV file has no format chunk")
@@ -682,8 +741,6 @@ def _probe_wav(source: _Source) -> AudioInfo:
         raise InvalidAudio(f"WAV encoding 0x{audio_format:04x} is not supported (only PCM/float)")
     if channels == 0 or sample_rate == 0 or block_align == 0 or bits == 0:
         raise InvalidAudio("the WAV format chunk is invalid")
-    if (info.channels, info.sample_rate) != (channels, sample_rate):
-        raise InvalidAudio("the WAV file is inconsistent (mutagen disagrees)")
     data_offset, declared = chunks[b"data"]
     # Streaming writers put 0 or 0xFFFFFFFF here, and a truncated upload has
     # less than declared: only the bytes really present are played.
@@ -693,7 +750,7 @@ def _probe_wav(source: _Source) -> AudioInfo:
     return _make_info(
         "wav",
         duration=frames / sample_rate,
-        bitrate=byte_rate * 8 if byte_rate else int(info.bitrate),
+        bitrate=byte_rate * 8 if byte_rate else channels * bits * sample_rate,
         sample_rate=sample_rate,
         channels=channels,
     )
@@ -702,11 +759,14 @@ def _probe_wav(source: _Source) -> AudioInfo:
 # --- M4A -------------------------------------------------------------------
 
 
+_MAX_TOP_LEVEL_BOXES: Final = 100_000
+
+
 def _check_mp4_boxes(file: BinaryIO, size: int) -> None:
     """Walk the top-level boxes: refuse truncated files and files without moov/mdat."""
     seen: set[bytes] = set()
     pos = 0
-    for _ in range(100_000):
+    for _ in range(_MAX_TOP_LEVEL_BOXES):
         if pos + 8 > size:
             break
         header = _read_at(file, pos, 16)
@@ -734,43 +794,256 @@ def _check_mp4_boxes(file: BinaryIO, size: int) -> None:
         raise InvalidAudio("the MPEG-4 file has no media data (mdat)")
 
 
+# Boxes are read by hand, descending only along moov/trak/mdia/minf/stbl: mutagen's MP4 would also build an object
+# per atom of the iTunes tags (udta/meta/ilst), and a 50 MB tag list holds millions of them. A real file has a
+# handful of boxes in each of those; the bound keeps the walk (tracks x their boxes) small whatever the file holds.
+_MAX_CHILD_BOXES: Final = 256
+_TABLE_CHUNK: Final = 1024 * 1024  # sample tables are summed this many bytes at a time (bounded memory)
+# The longest an MPEG-4 audio sample may last, in samples of the track's rate: an AAC frame is 1024 samples (2048
+# with SBR), an ALAC frame 4096 by default. A sample table whose entries last longer is refused.
+_MAX_SAMPLE_FRAMES: Final[Mapping[bytes, int]] = MappingProxyType({b"mp4a": 2048, b"alac": 16384})
+
+
+@dataclass(frozen=True, slots=True)
+class _Box:
+    type: bytes
+    start: int  # payload offset
+    end: int  # offset after the box
+
+
+def _mp4_children(file: BinaryIO, start: int, end: int, limit: int = _MAX_CHILD_BOXES) -> list[_Box]:
+    boxes: list[_Box] = []
+    pos = start
+    while pos + 8 <= end:
+        if len(boxes) >= limit:
+            raise InvalidAudio("the MPEG-4 file is corrupt (too many boxes)")
+        header = _read_at(file, pos, 16)
+        size, payload = int.from_bytes(header[0:4], "big"), pos + 8
+        if size == 1 and len(header) == 16:
+            size, payload = int.from_bytes(header[8:16], "big"), pos + 16
+        elif size == 0:
+            size = end - pos
+        if size < payload - pos or pos + size > end:
+            raise InvalidAudio("the MPEG-4 file is corrupt (invalid box size)")
+        boxes.append(_Box(header[4:8], payload, pos + size))
+        pos += size
+    return boxes
+
+
+def _mp4_child(file: BinaryIO, parent: _Box, kind: bytes) -> _Box | None:
+    return next((box for box in _mp4_children(file, parent.start, parent.end) if box.type == kind), None)
+
+
+def _mp4_path(file: BinaryIO, parent: _Box, *kinds: bytes) -> _Box | None:
+    box: _Box | None = parent
+    for kind in kinds:
+        if box is None:
+            return None
+        box = _mp4_child(file, box, kind)
+    return box
+
+
+def _be32_table(file: BinaryIO, start: int, count: int) -> Iterator[array.array[int]]:
+    """``count`` big-endian 32-bit values from ``start``, a bounded slice at a time."""
+    per_chunk = _TABLE_CHUNK // 4
+    for first in range(0, count, per_chunk):
+        wanted = min(per_chunk, count - first)
+        raw = _read_at(file, start + 4 * first, 4 * wanted)
+        if len(raw) != 4 * wanted:
+            raise InvalidAudio("the MPEG-4 sample table is truncated")
+        values = array.array("I", raw)
+        if sys.byteorder == "little":
+            values.byteswap()
+        yield values
+
+
+def _full_box(file: BinaryIO, box: _Box, length: int) -> bytes:
+    data = _read_at(file, box.start, min(length, box.end - box.start))
+    if len(data) < length:
+        raise InvalidAudio(f"the MPEG-4 {box.type.decode('latin-1')} box is truncated")
+    return data
+
+
+def _mp4_sound_track(file: BinaryIO, moov: _Box) -> tuple[_Box, _Box]:
+    """``(mdia, stbl)`` of the first sound track."""
+    for trak in _mp4_children(file, moov.start, moov.end):
+        if trak.type != b"trak":
+            continue
+        mdia = _mp4_child(file, trak, b"mdia")
+        hdlr = _mp4_child(file, mdia, b"hdlr") if mdia is not None else None
+        if mdia is None or hdlr is None or _full_box(file, hdlr, 12)[8:12] != b"soun":
+            continue
+        stbl = _mp4_path(file, mdia, b"minf", b"stbl")
+        if stbl is not None:
+            return mdia, stbl
+    raise InvalidAudio("the MPEG-4 file has no audio track")
+
+
 def _probe_m4a(source: _Source) -> AudioInfo:
-    _check_mp4_boxes(source.file, source.size)
-    info = _mutagen_info(MP4, source.path)
-    codec = str(info.codec)
-    if not (codec.startswith("mp4a") or codec == "alac"):
-        raise InvalidAudio(f"the MPEG-4 audio codec {codec or 'unknown'!r} is not supported")
+    """The duration is the sample table's (what a player plays), never the movie or media header's claim."""
+    file = source.file
+    _check_mp4_boxes(file, source.size)
+    moov = next(box for box in _mp4_children(file, 0, source.size, _MAX_TOP_LEVEL_BOXES) if box.type == b"moov")
+    mdia, stbl = _mp4_sound_track(file, moov)
+    mdhd = _mp4_child(file, mdia, b"mdhd")
+    stsd, stts, stsz = (_mp4_child(file, stbl, kind) for kind in (b"stsd", b"stts", b"stsz"))
+    if mdhd is None or stsd is None or stts is None or stsz is None:
+        raise InvalidAudio("the MPEG-4 audio track has no sample table")
+    header = _full_box(file, mdhd, 24)
+    timescale = int.from_bytes(header[20:24] if header[0] == 1 else header[12:16], "big")
+    entry = _full_box(file, stsd, 44)  # version/flags, count, then the first sample entry's header and fields
+    codec = entry[12:16]
+    if codec not in _MAX_SAMPLE_FRAMES:
+        raise InvalidAudio(f"the MPEG-4 audio codec {codec.decode('latin-1')!r} is not supported")
+    channels, sample_rate = int.from_bytes(entry[32:34], "big"), int.from_bytes(entry[40:42], "big")
+    sample_rate = sample_rate or timescale  # the 16.16 field cannot hold rates over 65535 (ALAC at 96 kHz)
+    if timescale == 0 or sample_rate == 0:
+        raise InvalidAudio("the MPEG-4 audio track has no time scale")
+
+    entries = int.from_bytes(_full_box(file, stts, 8)[4:8], "big")
+    if 8 + 8 * entries > stts.end - stts.start:
+        raise InvalidAudio("the MPEG-4 sample table is truncated")
+    samples = ticks = longest = 0
+    for values in _be32_table(file, stts.start + 8, 2 * entries):
+        counts, deltas = values[0::2], values[1::2]
+        samples += sum(counts)
+        ticks += sum(count * delta for count, delta in zip(counts, deltas, strict=True) if count)
+        longest = max([longest, *(delta for count, delta in zip(counts, deltas, strict=True) if count)])
+    sizes = _full_box(file, stsz, 12)
+    uniform, count = int.from_bytes(sizes[4:8], "big"), int.from_bytes(sizes[8:12], "big")
+    if uniform:
+        total_bytes = uniform * count
+    else:
+        if 12 + 4 * count > stsz.end - stsz.start:
+            raise InvalidAudio("the MPEG-4 sample table is truncated")
+        total_bytes = sum(sum(values) for values in _be32_table(file, stsz.start + 12, count))
+    if samples == 0 or count == 0:
+        raise InvalidAudio("the MPEG-4 file holds no audio samples (fragmented MPEG-4 is not supported)")
+    if samples != count or total_bytes > source.size:
+        raise InvalidAudio("the MPEG-4 sample table does not match the file")
+    if longest * sample_rate > _MAX_SAMPLE_FRAMES[codec] * timescale:
+        raise InvalidAudio("the MPEG-4 sample table claims more audio than its samples hold")
+    duration = ticks / timescale
     return _make_info(
         "m4a",
-        duration=float(info.length),
-        bitrate=int(info.bitrate),
-        sample_rate=int(info.sample_rate),
-        channels=int(info.channels),
+        duration=duration,
+        bitrate=round(total_bytes * 8 / duration) if duration > 0 else None,
+        sample_rate=sample_rate,
+        channels=channels,
     )
 
 
 # --- Ogg -------------------------------------------------------------------
 
 
+# Read by hand: mutagen's OggVorbis/OggOpus would also parse the comment packet (which may span the whole file) and
+# take the length from the last page's granule position, whatever the pages before it hold.
+_OPUS_MAX_PACKET_SAMPLES: Final = 5760  # 120 ms at 48 kHz: the longest an Opus packet can decode to
+_NO_GRANULE: Final = 0xFFFFFFFFFFFFFFFF  # "no packet ends on this page"
+_OGG_READ: Final = 1024 * 1024
+
+
+def _ogg_first_packet(head: bytes) -> bytes:
+    segments = head[26]
+    lacing = head[27 : 27 + segments]
+    length = 0
+    for value in lacing:
+        length += value
+        if value < 255:
+            break
+    return head[27 + segments : 27 + segments + length]
+
+
+def _next_capture(file: BinaryIO, pos: int, size: int) -> int | None:
+    """Offset of the next ``OggS`` at or after ``pos``, reading a bounded window at a time."""
+    while pos + 4 <= size:
+        window = _read_at(file, pos, _OGG_READ)
+        hit = window.find(b"OggS")
+        if hit != -1:
+            return pos + hit
+        pos += max(1, len(window) - 3)
+    return None
+
+
+def _ogg_last_granule(file: BinaryIO, size: int, max_packet_samples: int) -> int:
+    """The granule position of the first logical stream's last page that ends a packet, walking every page.
+
+    A page may not claim more samples than the packets ended so far can decode to (``max_packet_samples`` each):
+    a stream whose granule positions promise more audio than it holds is refused. Junk between pages is skipped to
+    the next capture pattern, as decoders do; a truncated last page ends the walk (it cannot be played).
+    """
+    serial: bytes | None = None
+    packets = 0  # non-empty packets of the stream completed so far
+    partial = 0  # bytes of the packet that is still open
+    last: int | None = None
+    pos = 0
+    buffer, buffer_start = b"", 0
+    while pos + 27 <= size:
+        if pos + 27 + 255 > buffer_start + len(buffer):
+            buffer, buffer_start = _read_at(file, pos, _OGG_READ), pos
+        at = pos - buffer_start
+        if buffer[at : at + 4] != b"OggS" or buffer[at + 4] != 0:
+            found = _next_capture(file, pos + 1, size)
+            if found is None:
+                break
+            pos = found
+            continue
+        segments = buffer[at + 26]
+        lacing = buffer[at + 27 : at + 27 + segments]
+        end = pos + 27 + segments + sum(lacing)
+        if len(lacing) < segments or end > size:
+            break
+        page_serial = buffer[at + 14 : at + 18]
+        if serial is None:
+            serial = page_serial
+        if page_serial == serial:
+            for value in lacing:
+                partial += value
+                if value < 255:
+                    packets += partial > 0
+                    partial = 0
+            granule = int.from_bytes(buffer[at + 6 : at + 14], "little")
+            if granule != _NO_GRANULE:
+                if granule > packets * max_packet_samples:
+                    raise InvalidAudio("the Ogg stream claims more audio than its packets hold")
+                last = granule
+        pos = end
+    if last is None:
+        raise InvalidAudio("the Ogg stream has no complete audio page")
+    return last
+
+
 def _probe_ogg(source: _Source) -> AudioInfo:
     codec = _ogg_codec(source.head)
+    packet = _ogg_first_packet(source.head)
     if codec == "vorbis":
-        vorbis = _mutagen_info(OggVorbis, source.path)
+        if len(packet) < 30:
+            raise InvalidAudio("the Vorbis identification header is truncated")
+        channels, sample_rate = packet[11], int.from_bytes(packet[12:16], "little")
+        maximum, nominal, minimum = struct.unpack("<3i", packet[16:28])
+        long_block = packet[28] >> 4
+        if channels == 0 or sample_rate == 0 or not 6 <= long_block <= 13:
+            raise InvalidAudio("the Vorbis identification header is invalid")
+        # A Vorbis packet decodes to at most half a long block.
+        granule = _ogg_last_granule(source.file, source.size, (1 << long_block) // 2)
         return _make_info(
             "ogg",
-            duration=float(vorbis.length),
-            bitrate=int(vorbis.bitrate),
-            sample_rate=int(vorbis.sample_rate),
-            channels=int(vorbis.channels),
+            duration=granule / sample_rate,
+            bitrate=nominal if nominal > 0 else (max(0, maximum) + max(0, minimum)) // 2,
+            sample_rate=sample_rate,
+            channels=channels,
         )
     if codec == "opus":
-        opus = _mutagen_info(OggOpus, source.path)
+        if len(packet) < 19 or packet[8] >> 4 != 0:
+            raise InvalidAudio("the Opus identification header is invalid or of an unsupported version")
+        channels, pre_skip = packet[9], int.from_bytes(packet[10:12], "little")
+        granule = _ogg_last_granule(source.file, source.size, _OPUS_MAX_PACKET_SAMPLES)
         return _make_info(
             "ogg",
-            duration=float(opus.length),
+            duration=(granule - pre_skip) / 48000,
             bitrate=None,  # Opus headers carry no bitrate
             sample_rate=48000,  # Opus always decodes at 48 kHz
-            channels=int(opus.channels),
+            channels=channels,
         )
     # Unreachable: sniffing accepted the stream only for one of the two codecs.
     raise InvalidAudio("the Ogg stream holds neither Vorbis nor Opus audio")
@@ -904,8 +1177,18 @@ def _flac_audio_end(source: _Source, audio_offset: int, fixed_block: int) -> int
     return None
 
 
+def _flac_stream_info(source: _Source) -> Any:
+    """STREAMINFO, which must be the first metadata block. Only this block is parsed: mutagen's FLAC would parse
+    every block (16 MB pictures, Vorbis comments by the million) and keep them in memory."""
+    header = _read_at(source.file, source.audio_start + 4, 4 + 34)
+    if len(header) < 4 + 34 or header[0] & 0x7F != 0 or int.from_bytes(header[1:4], "big") < 34:
+        raise InvalidAudio("the FLAC file does not start with its stream information")
+    parse_block: Callable[[bytes], Any] = StreamInfo
+    return parse_block(header[4:])
+
+
 def _probe_flac(source: _Source) -> AudioInfo:
-    info = _mutagen_info(FLAC, source.path)
+    info = _flac_stream_info(source)
     audio_offset = _flac_audio_offset(source.file, source.audio_start, source.size)
     sync = _read_at(source.file, audio_offset, 2)
     if len(sync) < 2 or sync[0] != 0xFF or sync[1] & 0xFE != 0xF8:

@@ -55,6 +55,9 @@ FLUSH_SIZE: Final = 256 * 1024
 HEAD_SIZE: Final = 64
 """Bytes of each file kept in memory for magic-number checks."""
 MAX_FIELD_BYTES: Final = 64 * 1024
+MAX_HEADER_BYTES: Final = 64 * 1024
+"""Longest header line of a part. python-multipart's default (4 KiB) would make a long file name a malformed body;
+the name is shortened to 255 characters instead (``original_name``), so a 10,000-character name is accepted."""
 MAX_PARTS: Final = 32
 TEMP_PREFIX: Final = ".upload-"
 TEMP_SUFFIX: Final = ".part"
@@ -282,7 +285,7 @@ def _multipart_boundary(request: Request) -> tuple[bytes, str] | None:
 
 async def _parse(request: Request, collector: _Collector, boundary: bytes, max_body: int) -> None:
     try:
-        parser = MultipartParser(boundary, collector.callbacks())
+        parser = MultipartParser(boundary, collector.callbacks(), max_header_size=MAX_HEADER_BYTES)
     except FormParserError as exc:
         raise MalformedUpload(str(exc)) from None
     received = 0

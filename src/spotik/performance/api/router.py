@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, Response
 from spotik.auth.models import User
 from spotik.deps import CurrentUser, StateDep
 from spotik.errors import Forbidden, JSONResponse
+from spotik.http.input import BoundedBodyRoute
 from spotik.http.openapi import UNAUTHENTICATED, ErrorA, ErrorB, ValidationErrorA, error, responses, returns
 from spotik.performance.api.schemas import (
     BenchmarksResponse,
@@ -55,6 +56,9 @@ from spotik.timefmt import now_iso
 log = structlog.get_logger("spotik.performance.api")
 
 router = APIRouter(tags=["performance"])
+# The operator actions take a typed JSON body, which FastAPI would read without a size limit: BoundedBodyRoute reads
+# it first, within read_input's limit (413). Included into ``router`` at the end of this module.
+actions_router = APIRouter(tags=["performance"], route_class=BoundedBodyRoute)
 
 # What an operator's action (optimize, cache clear) can answer besides its result.
 OPERATOR_ACTION = responses(
@@ -62,6 +66,7 @@ OPERATOR_ACTION = responses(
     {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
     {400: error("The body is not valid JSON (envelope A).", ErrorA)},
     {400: error("An unknown type.", InvalidType)},
+    {413: error("The body is larger than 1 MiB (envelope A).", ErrorA)},
     {422: error("The body does not match its schema (envelope A).", ValidationErrorA)},
 )
 
@@ -186,7 +191,7 @@ async def performance_benchmarks(context: Context, _user: CurrentUser) -> JSONRe
     return JSONResponse({"success": True, "benchmarks": results, "timestamp": now_iso()})
 
 
-@router.post(
+@actions_router.post(
     "/api/performance/optimize",
     summary="Run each subsystem's optimization (operators)",
     responses=responses(
@@ -226,7 +231,7 @@ async def performance_optimize(
     )
 
 
-@router.post(
+@actions_router.post(
     "/api/performance/cache/clear",
     summary="Clear caches (operators)",
     responses=responses(
@@ -342,3 +347,6 @@ def operator_user(user: CurrentUser, state: StateDep) -> User:
 
 
 Operator = Annotated[User, Depends(operator_user)]
+
+
+router.include_router(actions_router)

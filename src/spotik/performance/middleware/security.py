@@ -1,10 +1,17 @@
-"""Security headers on every HTTP response; HSTS only when the client reached us over TLS.
+"""Security headers on every HTTP response; HSTS only when the client reached us over TLS; ``Cache-Control:
+no-store`` on the JSON answers to requests that carried a token.
 
 ``SecurityHeaders`` is the policy. The request-timing middleware applies it in the send wrapper it already has (one
 layer less on every request); ``SecurityHeadersMiddleware`` applies it on its own when monitoring is switched off.
+
+A request with credentials (``Authorization``, or the ``token`` query parameter) gets private answers: no shared or
+browser cache may keep them, so a JSON response gets ``Cache-Control: no-store`` unless its route chose its own
+caching (audio and covers do, on purpose: they are files, cached by the browser for replay and seeking).
 """
 
 from __future__ import annotations
+
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,6 +19,7 @@ from spotik.performance.proxies import TrustedProxies
 from spotik.settings import Settings
 
 RawHeaders = list[tuple[bytes, bytes]]
+NO_STORE = (b"cache-control", b"no-store")
 SECURITY_HEADER_NAMES = frozenset(
     {
         b"x-frame-options",
@@ -60,18 +68,40 @@ class SecurityHeaders:
         return self.headers
 
     @staticmethod
-    def apply(message: Message, headers: RawHeaders) -> list[tuple[bytes, bytes]]:
-        """Add ``headers`` to a response start message; the message's header list, for further additions."""
+    def private(scope: Scope) -> bool:
+        """Whether the request carried a token (its JSON answers must not be stored by any cache)."""
+        for name, _ in scope["headers"]:
+            if name == b"authorization":  # ASGI header names are lower-case
+                return True
+        query: bytes = scope.get("query_string", b"")
+        if b"token" not in query and b"%" not in query:
+            return False
+        return "token" in parse_qs(query.decode("latin-1"), keep_blank_values=True)
+
+    @staticmethod
+    def apply(message: Message, headers: RawHeaders, private: bool = False) -> list[tuple[bytes, bytes]]:
+        """Add ``headers`` to a response start message (and ``Cache-Control: no-store`` to a JSON answer of a
+        ``private`` request that set no caching of its own); the message's header list, for further additions."""
         raw = message.get("headers")
         raw = [] if raw is None else raw if isinstance(raw, list) else list(raw)
         names = SECURITY_HEADER_NAMES
-        for name, _ in raw:
-            if name.lower() in names:  # rare: the response brought one of its own
-                present = {existing.lower() for existing, _ in raw}
-                raw.extend(header for header in headers if header[0] not in present)
-                break
+        own = json = cached = False
+        for name, value in raw:
+            lower = name.lower()
+            if lower in names:  # rare: the response brought one of its own
+                own = True
+            elif lower == b"content-type":
+                media_type = value.split(b";", 1)[0].strip().lower()
+                json = media_type == b"application/json" or media_type.endswith(b"+json")
+            elif lower == b"cache-control":
+                cached = True
+        if own:
+            present = {existing.lower() for existing, _ in raw}
+            raw.extend(header for header in headers if header[0] not in present)
         else:
             raw.extend(headers)
+        if private and json and not cached:
+            raw.append(NO_STORE)
         message["headers"] = raw
         return raw
 
@@ -86,10 +116,11 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         headers = self.policy.for_request(scope)
+        private = SecurityHeaders.private(scope)
 
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                SecurityHeaders.apply(message, headers)
+                SecurityHeaders.apply(message, headers, private)
             await send(message)
 
         await self.app(scope, receive, send_secured)

@@ -69,6 +69,7 @@ class RequestTimingMiddleware:
         headers_at = 0.0
         security = self.security
         extra = None if security is None else security.for_request(scope)
+        private = extra is not None and SecurityHeaders.private(scope)
         gzip = self.gzip if self.gzip is not None and self.gzip.accepted(scope) else None
         compressing: _GZipResponder | None = None
 
@@ -82,7 +83,7 @@ class RequestTimingMiddleware:
                 headers_at = time.perf_counter()
                 elapsed = (b"x-response-time", b"%.2fms" % ((headers_at - started) * 1000))
                 if extra is not None:
-                    SecurityHeaders.apply(message, extra).append(elapsed)
+                    SecurityHeaders.apply(message, extra, private).append(elapsed)
                 else:
                     message["headers"] = [*message.get("headers", ()), elapsed]
                 if gzip is not None and gzip.eligible(message):
