@@ -220,6 +220,11 @@ class Settings(BaseSettings):
     cache_redis_timeout: float = Field(default=0.25, gt=0)  # s, socket timeout of every cache Redis call
     cache_redis_reconnect_max: float = Field(default=5.0, gt=0)  # s, backoff ceiling
     cache_degraded_ttl: float = Field(default=5.0, gt=0)  # s, local TTL cap while Redis is unreachable
+    # Start-up warm-up (spotik.rooms.warmup): the state and queue of at most this many active rooms (playing, or
+    # changed within the window), in the background, given up after cache_warmup_seconds.
+    cache_warmup_rooms: int = Field(default=50, ge=0)
+    cache_warmup_window: float = Field(default=3600.0, ge=0)  # s
+    cache_warmup_seconds: float = Field(default=5.0, gt=0)
 
     @classmethod
     def settings_customise_sources(
