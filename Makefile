@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test fuzz security-figures lint migrate bench bench-ws bench-hot-reads clean
+.PHONY: serve test fuzz security-figures lint migrate bench bench-ws bench-hot-reads bench-cache bench-cache-http bench-report clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,9 +57,19 @@ bench-hot-reads: $(BIN)/.installed
 
 # Every benchmark in one bounded run (`spotik bench`): bench/report/REPORT.md and its PNG figures; ARGS: --quick
 # (under 3 minutes), --smoke (CI's size), --strict (exit 1 on a missed target), --help. The full run takes ~25 minutes.
-.PHONY: bench-report
+
 bench-report: $(BIN)/.installed
 	$(BIN)/spotik bench $(ARGS)
+
+# The in-process cache tier: a small-entry get (target: median under 2 µs) and a set, against a dict and a cachetools
+# LRUCache read in the same run (ARGS: e.g. --quick --strict).
+bench-cache: $(BIN)/.installed
+	$(BIN)/python bench/cache_store.py $(ARGS)
+
+# Cached against uncached GET /api/rooms/{room}/tracks (200 tracks) on SQLite and PostgreSQL, and the hit rate of a
+# read-mostly workload (bench/cache_http.py; target: 3x, 90 %).
+bench-cache-http: $(BIN)/.installed
+	$(BIN)/python bench/cache_http.py $(ARGS)
 
 # ruff, mypy --strict, and the import contract (pyproject.toml [tool.importlinter]: layers, no cycles).
 lint: $(BIN)/.installed

@@ -157,8 +157,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(database_url, tmp_path / "storage")
+def settings(request: pytest.FixtureRequest, database_url: str, tmp_path: Path) -> Settings:
+    """The test settings; a test marked ``cache_off`` runs with the cache disabled."""
+    overrides = {"cache_enabled": False} if request.node.get_closest_marker("cache_off") else {}
+    return make_settings(database_url, tmp_path / "storage", **overrides)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from starlette.responses import Response
 import spotik.db.models  # noqa: F401 - every mapper registered before the first query
 from spotik.auth.router import router as auth_router
 from spotik.auth.tokens import TokenService
+from spotik.cache import CacheManager
 from spotik.covers.router import router as covers_router
 from spotik.db.engine import create_engine, create_sessionmaker
 from spotik.deps import db_session, token_from
@@ -24,6 +25,7 @@ from spotik.http.docs import router as docs_router
 from spotik.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
 from spotik.http.openapi import configure_openapi
 from spotik.lifespan import build_lifespan
+from spotik.performance.api.cache import CacheSubsystem
 from spotik.performance.api.router import router as performance_router
 from spotik.performance.api.service import PerformanceApi
 from spotik.performance.api.subsystems import default_subsystems
@@ -32,9 +34,11 @@ from spotik.performance.router import router as metrics_router
 from spotik.playback.router import router as playback_router
 from spotik.playback.scheduler import PlaybackScheduler
 from spotik.playlists.router import router as playlists_router
+from spotik.reads import Reads, invalidation_handler
 from spotik.realtime.gateway import Realtime
 from spotik.realtime.router import router as realtime_router
 from spotik.rooms.router import router as rooms_router
+from spotik.rooms.warmup import CacheWarmer
 from spotik.settings import Settings
 from spotik.state import AppState, SpotikApp
 from spotik.tracks.router import router as tracks_router
@@ -79,9 +83,13 @@ def build_state(settings: Settings) -> AppState:
     sessionmaker = create_sessionmaker(engine)
     tokens = TokenService.from_settings(settings)
     events = LocalEventBus()
+    cache = CacheManager.from_settings(settings)
+    # The first subscriber: what a write changed is dropped before anyone (a WebSocket client) hears of the write.
+    events.subscribe(invalidation_handler(cache))
+    reads = Reads(cache, sessionmaker)
     monitoring = Monitoring(settings)  # metrics registry, query/memory monitors, rate limiter
     monitoring.instrument_engine(engine)
-    realtime = Realtime(settings=settings, sessionmaker=sessionmaker, tokens=tokens, events=events)
+    realtime = Realtime(settings=settings, sessionmaker=sessionmaker, tokens=tokens, events=events, reads=reads)
     monitoring.watch_websockets(realtime.figures)  # the spotik_ws_* families, read at scrape time
     state = AppState(
         settings=settings,
@@ -89,6 +97,9 @@ def build_state(settings: Settings) -> AppState:
         sessionmaker=sessionmaker,
         tokens=tokens,
         events=events,
+        cache=cache,
+        reads=reads,
+        warmer=CacheWarmer(reads, settings),
         monitoring=monitoring,
         performance=PerformanceApi(settings),
         realtime=realtime,
@@ -96,6 +107,7 @@ def build_state(settings: Settings) -> AppState:
     )
     for subsystem in default_subsystems(state):  # database, WebSocket, memory
         state.performance.registry.register(subsystem)
+    state.performance.registry.register(CacheSubsystem(cache))
     return state
 
 

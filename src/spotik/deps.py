@@ -47,7 +47,7 @@ BearerToken = Annotated[str | None, Depends(token_from)]
 async def current_claims_and_user(token: BearerToken, state: StateDep, session: SessionDep) -> tuple[Claims, User]:
     if token is None:
         raise Unauthorized("Token not provided", error="Token absent")
-    return await authenticate(session, state.tokens, token)
+    return await authenticate(session, state.tokens, token, state.reads)
 
 
 async def current_user(auth: Annotated[tuple[Claims, User], Depends(current_claims_and_user)]) -> User:

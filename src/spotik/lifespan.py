@@ -26,6 +26,8 @@ def build_lifespan(state: AppState) -> Lifespan:
         for directory in (settings.audio_root, settings.public_root):
             directory.mkdir(parents=True, exist_ok=True)
         await state.monitoring.start()
+        await state.cache.start()  # before anything that reads through it; an unreachable Redis only degrades it
+        state.warmer.start()  # in the background, bounded by CACHE_WARMUP_SECONDS
         await state.realtime.start()
         # Started last and stopped first: its first pass catches up rooms whose track ended while we were down.
         await state.playback_scheduler.start()
@@ -35,6 +37,8 @@ def build_lifespan(state: AppState) -> Lifespan:
         finally:
             await state.playback_scheduler.stop()
             await state.realtime.stop()  # flush queues, close every socket with 1001
+            await state.warmer.stop()
+            await state.cache.stop()  # after everything that reads through it
             await state.monitoring.stop()
             await state.engine.dispose()
             log.info("stopped", detail="connection pool closed")

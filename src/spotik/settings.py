@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import yaml
 from limits import parse as parse_rate_limit
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_JWT_SECRET = "spotik-insecure-development-secret-change-me!"  # noqa: S105 - refused in production
@@ -70,6 +70,35 @@ class _YamlLayers(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         known = set(self.settings_cls.model_fields)
         return {key: value for key, value in self._data.items() if key in known}
+
+
+class CacheNamespaceSettings(BaseModel):
+    """One cache namespace (config/cache.yml ``cache_namespaces``); spotik.cache.policies explains each field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttl: float = Field(gt=0)  # s, default per entry
+    priority: Literal["low", "medium", "high"] = "medium"
+    compress: bool = False
+    policy: Literal["lru", "lfu", "fifo", "random"] = "lru"
+    codec: Literal["json", "msgpack"] = "json"
+    max_entries: int | None = Field(default=None, ge=1)  # per namespace; None = only the global limits
+
+
+def default_cache_namespaces() -> dict[str, CacheNamespaceSettings]:
+    """The namespaces of issue 13 (also spelled out in config/cache.yml), for a checkout without config/."""
+    table = (
+        ("room_state", 30, "high", False),
+        ("track_queue", 60, "high", False),
+        ("user_data", 600, "medium", True),
+        ("file_metadata", 3600, "low", True),
+        ("api_response", 120, "medium", True),
+        ("db_query", 180, "high", True),
+    )
+    return {
+        name: CacheNamespaceSettings(ttl=ttl, priority=priority, compress=compress)
+        for name, ttl, priority, compress in table
+    }
 
 
 class Settings(BaseSettings):
@@ -178,6 +207,24 @@ class Settings(BaseSettings):
     rate_limit_strategy: Literal["fixed-window", "sliding-window-counter", "moving-window"] = "fixed-window"
     rate_limit_key_prefix: str = "spotik:ratelimit"  # shared by every instance using the same REDIS_URL
     rate_limit_exempt_paths: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(PROBE_PATHS))
+
+    # Cache (spotik.cache): namespaces come from config/cache.yml (CACHE_NAMESPACES as JSON overrides the whole map)
+    cache_enabled: bool = True  # false: every lookup misses and get_or_compute just computes
+    cache_namespaces: dict[str, CacheNamespaceSettings] = Field(default_factory=default_cache_namespaces)
+    cache_max_entries: int = Field(default=10_000, ge=1)  # global, across namespaces
+    cache_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)  # global: encoded bytes + per-entry overhead
+    cache_compress_threshold: int = Field(default=1024, ge=0)  # bytes; larger encoded values are zlib-compressed
+    cache_cleanup_interval: float = Field(default=300.0, gt=0)  # s between sweeps of expired entries
+    cache_stats_interval: float = Field(default=60.0, gt=0)  # s between statistics log lines
+    cache_redis_prefix: str = "spotik:cache:"  # keys and the invalidation channel of the shared tier (REDIS_URL)
+    cache_redis_timeout: float = Field(default=0.25, gt=0)  # s, socket timeout of every cache Redis call
+    cache_redis_reconnect_max: float = Field(default=5.0, gt=0)  # s, backoff ceiling
+    cache_degraded_ttl: float = Field(default=5.0, gt=0)  # s, local TTL cap while Redis is unreachable
+    # Start-up warm-up (spotik.rooms.warmup): the state and queue of at most this many active rooms (playing, or
+    # changed within the window), in the background, given up after cache_warmup_seconds.
+    cache_warmup_rooms: int = Field(default=50, ge=0)
+    cache_warmup_window: float = Field(default=3600.0, ge=0)  # s
+    cache_warmup_seconds: float = Field(default=5.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -16,11 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from spotik.auth.tokens import TokenService
+from spotik.cache import CacheManager
 from spotik.events import LocalEventBus
 from spotik.performance.api.service import PerformanceApi
 from spotik.performance.monitor import Monitoring
 from spotik.playback.scheduler import PlaybackScheduler
+from spotik.reads import Reads
 from spotik.realtime.gateway import Realtime
+from spotik.rooms.warmup import CacheWarmer
 from spotik.settings import Settings
 
 
@@ -31,6 +34,10 @@ class AppState:
     sessionmaker: async_sessionmaker[AsyncSession]
     tokens: TokenService
     events: LocalEventBus
+    # The cache (in-process tier + Redis when REDIS_URL is set), and how the services read through it.
+    cache: CacheManager
+    reads: Reads
+    warmer: CacheWarmer
     # Request timing, query and memory monitoring, Prometheus metrics, the rate limiter.
     monitoring: Monitoring
     # Health, alerts and the subsystems behind /api/performance/* and the dashboard.

@@ -605,6 +605,7 @@ async def test_queue_order_and_user_has_voted(client: httpx2.AsyncClient, state:
     assert first["id"] == body["tracks"][3]["id"]
 
 
+@pytest.mark.cache_off  # the statements behind the cache (its computations run in tasks of their own)
 async def test_track_list_runs_the_same_few_queries_whatever_its_size(
     client: httpx2.AsyncClient, state: AppState, audio_dir: Path
 ) -> None:

@@ -3,11 +3,13 @@ docs/decisions.md#d6)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from spotik.auth import repository
 from spotik.auth.models import User
@@ -15,6 +17,8 @@ from spotik.auth.passwords import hash_password, verify_password
 from spotik.auth.tokens import Claims, TokenError, TokenProblem, TokenService
 from spotik.db.base import utcnow
 from spotik.errors import NotFound, Unauthorized, ValidationFailed
+from spotik.reads import USER_DATA, Reads, user_tag
+from spotik.timefmt import iso
 from spotik.validation import Field, confirmed, email, max_bytes, max_chars, min_chars, string, unique_taken, validate
 
 REGISTER_FIELDS = {
@@ -77,17 +81,69 @@ async def login(
     return user, tokens.issue(user.id, issuer)
 
 
-async def authenticate(session: AsyncSession, tokens: TokenService, token: str) -> tuple[Claims, User]:
+async def authenticate(
+    session: AsyncSession, tokens: TokenService, token: str, reads: Reads | None = None
+) -> tuple[Claims, User]:
+    """The token's claims and user. With ``reads`` the user row comes from the cache; whether the token is revoked
+    is always asked of the database."""
     try:
         claims = tokens.decode(token)
     except TokenError as exc:
         raise token_failure(exc.problem) from None
-    user, revoked = await repository.user_for_token(session, claims.user_id, claims.jti)
+    if reads is not None and reads.cache.enabled:
+        user = await cached_user(session, reads, claims.user_id)  # before the session holds a connection
+        revoked = await repository.is_revoked(session, claims.jti)
+    else:
+        user, revoked = await repository.user_for_token(session, claims.user_id, claims.jti)
     if revoked:
         raise token_failure(TokenProblem.INVALID)
     if user is None:
         raise NotFound("User not found", error="User not found")
     return claims, user
+
+
+def _user_row(user: User) -> dict[str, Any]:
+    # Never the password hash: it has no business in a shared cache, and nothing reads it from this user.
+    return {
+        "id": str(user.id),
+        "username": user.username,
+        "email": user.email,
+        "created_at": iso(user.created_at),
+        "updated_at": iso(user.updated_at),
+    }
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+async def cached_user(session: AsyncSession, reads: Reads, user_id: uuid.UUID) -> User | None:
+    """The user row by id through the cache (``user_data``, tagged ``user:<id>``), as a detached ``User`` without
+    its password hash; None when there is no such user (absence is never cached)."""
+
+    async def load(own: AsyncSession) -> dict[str, Any]:
+        found = await repository.get_user(own, user_id)
+        if found is None:
+            raise _NoSuchUser
+        return _user_row(found)
+
+    try:
+        row = await reads.through(USER_DATA, str(user_id), load, session=session, tags=[user_tag(user_id)])
+    except _NoSuchUser:
+        return None
+    user = User(
+        id=uuid.UUID(row["id"]),
+        username=row["username"],
+        email=row["email"],
+        created_at=_moment(row["created_at"]),
+        updated_at=_moment(row["updated_at"]),
+    )
+    make_transient_to_detached(user)
+    return user
+
+
+class _NoSuchUser(Exception):
+    """Raised inside a computation so that nothing is cached."""
 
 
 async def refresh(session: AsyncSession, tokens: TokenService, *, token: str | None, issuer: str) -> str:

@@ -6,7 +6,7 @@ import re
 
 from fastapi import APIRouter, Request
 
-from spotik.deps import CurrentUser, SessionDep
+from spotik.deps import CurrentUser, SessionDep, StateDep
 from spotik.errors import JSONResponse
 from spotik.genres import service
 from spotik.genres.schemas import (
@@ -95,9 +95,11 @@ async def show_genre(_user: CurrentUser, genre: str, session: SessionDep) -> JSO
     responses=responses(returns(GenreResponse), BAD_INPUT, UNAUTHENTICATED, GENRE_NOT_FOUND, INVALID_A),
     openapi_extra=request_body(GenreUpdateRequest, required=False),
 )
-async def update_genre(_user: CurrentUser, genre: str, request: Request, session: SessionDep) -> JSONResponse:
+async def update_genre(
+    _user: CurrentUser, genre: str, request: Request, session: SessionDep, state: StateDep
+) -> JSONResponse:
     genre_id = genre_id_from(genre)
-    updated, count = await service.update_genre(session, genre_id, data=await read_input(request))
+    updated, count = await service.update_genre(session, state.events, genre_id, data=await read_input(request))
     return ok("Genre updated successfully", genre_resource(updated, tracks_count=count))
 
 

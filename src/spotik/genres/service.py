@@ -14,8 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from spotik.errors import Conflict, NotFound, ValidationFailed
+from spotik.events import DomainEvent, EventBus
 from spotik.genres import repository
 from spotik.genres.models import Genre
+from spotik.timefmt import now_iso
 from spotik.validation import Field, integer, max_chars, regex, string, unique_taken, validate
 
 DEFAULT_POPULAR_LIMIT = 10
@@ -68,7 +70,10 @@ async def create_genre(session: AsyncSession, *, data: Mapping[str, Any]) -> Gen
     return genre
 
 
-async def update_genre(session: AsyncSession, genre_id: int, *, data: Mapping[str, Any]) -> tuple[Genre, int]:
+async def update_genre(
+    session: AsyncSession, bus: EventBus, genre_id: int, *, data: Mapping[str, Any]
+) -> tuple[Genre, int]:
+    """Change the fields sent; ``genre_updated`` (no room: tracks of every room show their genre) after the commit."""
     genre = await repository.get_genre(session, genre_id)
     if genre is None:
         raise genre_not_found()
@@ -84,6 +89,7 @@ async def update_genre(session: AsyncSession, genre_id: int, *, data: Mapping[st
     if "color" in data and values["color"] is not None:  # color is NOT NULL: an empty color leaves it as it is
         genre.color = values["color"]
     await _commit_or_name_taken(session, genre)
+    await bus.publish(DomainEvent("genre_updated", None, {"genre_id": genre.id, "timestamp": now_iso()}))
     return genre, await repository.track_count(session, genre.id)
 
 

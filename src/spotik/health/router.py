@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from spotik.deps import StateDep
 from spotik.errors import JSONResponse
-from spotik.health.checks import run_checks
+from spotik.health.checks import cache_check, run_checks
 from spotik.health.schemas import Health, Liveness, Ping, Readiness, ServerTime
 from spotik.http.openapi import responses, returns
 from spotik.timefmt import iso, now_iso
@@ -41,11 +41,12 @@ async def server_time() -> JSONResponse:
 
 @router.get(
     "/api/health",
-    summary="Database and storage health",
+    summary="Database, storage and cache health",
     responses=responses(returns(Health), returns(Health, 503, "The database or the storage is unhealthy.")),
 )
 async def health(state: StateDep) -> JSONResponse:
     status, checks = await run_checks(state.engine, state.settings)
+    checks["cache"] = cache_check(state.cache.health())
     body = {"status": status, "timestamp": now_iso(), "checks": checks}
     return JSONResponse(body, status_code=200 if status == "healthy" else 503)
 

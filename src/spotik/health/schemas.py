@@ -48,14 +48,31 @@ class StorageCheck(TypedDict):
 
 
 @closed
+class CacheCheck(TypedDict):
+    """The cache (informational: it never makes the overall status unhealthy)."""
+
+    status: Literal["healthy", "degraded", "disabled"]
+    enabled: bool
+    redis: Annotated[
+        Literal["ok", "degraded", "disabled"],
+        Field(description="The shared Redis tier: disabled without REDIS_URL, degraded while unreachable."),
+    ]
+    hit_rate: Annotated[float | None, Field(description="Hits per lookup since start (null before any lookup).")]
+    entries: int
+    bytes: int
+    reasons: list[str]
+
+
+@closed
 class HealthChecks(TypedDict):
     database: DatabaseCheck
     storage: StorageCheck
+    cache: CacheCheck
 
 
 @closed
 class Health(TypedDict):
-    """The database and the storage checked now (200 when both are healthy, else 503)."""
+    """The database and the storage checked now (200 when both are healthy, else 503), and the cache's state."""
 
     status: CheckStatus
     timestamp: Timestamp

@@ -32,6 +32,7 @@ from spotik.auth.tokens import TokenService
 from spotik.errors import ApiError
 from spotik.events import DomainEvent, LocalEventBus
 from spotik.http.cors import origin_allowed
+from spotik.reads import Reads
 from spotik.realtime import compat, protocol
 from spotik.realtime.broker import Broker, LocalBroker, RedisBroker, RedisLink
 from spotik.realtime.connection import SEND_FAILURES, Connection, ServerHooks
@@ -66,9 +67,11 @@ class Realtime:
         sessionmaker: async_sessionmaker[AsyncSession],
         tokens: TokenService,
         events: LocalEventBus,
+        reads: Reads,
         instance_id: str | None = None,
     ) -> None:
         self.settings = settings
+        self.reads = reads
         self.sessionmaker = sessionmaker
         self.tokens = tokens
         self.events = events
@@ -304,7 +307,7 @@ class Realtime:
             return None
         try:
             async with self.sessionmaker() as session:
-                _claims, user = await authenticate(session, self.tokens, token)
+                _claims, user = await authenticate(session, self.tokens, token, self.reads)
                 user_id, username, user_data = str(user.id), str(user.username), user_full(user)
         except ApiError as exc:
             await self._refuse(websocket, subprotocol, unauthorized(exc.message))

@@ -18,12 +18,13 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from spotik.auth import repository as auth_repository
+from spotik.auth import service as auth_service
 from spotik.auth.models import User
 from spotik.db.base import utcnow
 from spotik.errors import ApiError, NotFound
 from spotik.events import EventBus
 from spotik.playback import service as playback_service
+from spotik.reads import Reads
 from spotik.realtime import protocol
 from spotik.realtime.connection import Connection
 from spotik.realtime.presence import Presence, presence_announcement, presence_summary
@@ -49,6 +50,8 @@ class Gateway(Protocol):
     def events(self) -> EventBus: ...
     @property
     def presence(self) -> Presence: ...
+    @property
+    def reads(self) -> Reads: ...
 
     def join_room(self, connection: Connection, room_id: str) -> Refusal | None: ...
     def leave_room(self, connection: Connection) -> str | None: ...
@@ -131,7 +134,7 @@ class Handlers:
     # --- helpers ---------------------------------------------------------------------------------------------
 
     async def _user(self, session: AsyncSession, connection: Connection) -> User:
-        user = await auth_repository.get_user(session, uuid.UUID(connection.user_id))
+        user = await auth_service.cached_user(session, self.realtime.reads, uuid.UUID(connection.user_id))
         if user is None:
             raise HandlerError(ErrorCode.AUTHENTICATION_FAILED, "User not found")
         return user
@@ -185,7 +188,9 @@ class Handlers:
                     connection.close(refusal.code, refusal.reason)
                     return
             try:
-                room = await rooms_service.room_payload(session, realtime.settings, room_uuid, viewer=user, detail=True)
+                room = await rooms_service.room_detail(
+                    session, realtime.reads, realtime.settings, room_uuid, viewer=user
+                )
             except ApiError:
                 realtime.leave_room(connection)
                 raise
@@ -222,8 +227,8 @@ class Handlers:
         async with self.realtime.sessionmaker() as session:
             await self._require_member(session, connection, room_uuid)
             user = await self._user(session, connection)
-            room = await rooms_service.room_payload(
-                session, self.realtime.settings, room_uuid, viewer=user, detail=True
+            room = await rooms_service.room_detail(
+                session, self.realtime.reads, self.realtime.settings, room_uuid, viewer=user
             )
         presence = presence_summary(await self.realtime.presence.online(str(room_uuid)))
         connection.enqueue(
@@ -302,7 +307,9 @@ class Handlers:
         async with self.realtime.sessionmaker() as session:
             room = await self._room(session, connection)
             user = await self._user(session, connection)
-            queue = await tracks_service.list_queue(session, room=room, user=user, public_root=settings.public_root)
+            queue = await tracks_service.list_queue(
+                session, self.realtime.reads, room=room, user=user, public_root=settings.public_root
+            )
         connection.enqueue(
             protocol.reply(
                 ServerType.TRACK_QUEUE,

@@ -56,7 +56,7 @@ async def create_room(request: Request, user: CurrentUser, state: StateDep, sess
     responses=responses(returns(RoomDetailResponse), UNAUTHENTICATED, ROOM_NOT_FOUND),
 )
 async def show_room(room: RoomDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
-    payload = await service.room_payload(session, state.settings, room.id, viewer=user, detail=True)
+    payload = await service.room_detail(session, state.reads, state.settings, room.id, viewer=user)
     return ok("Room retrieved successfully", payload)
 
 

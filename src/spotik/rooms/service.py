@@ -16,13 +16,14 @@ from spotik.db.base import utcnow, utcnow_seconds, uuid7
 from spotik.db.upsert import insert_ignore
 from spotik.errors import Forbidden, NotFound
 from spotik.events import DomainEvent, EventBus
+from spotik.reads import ROOM_STATE, Reads, room_tag, shared_tag
 from spotik.rooms import repository
 from spotik.rooms.models import Room, RoomParticipant
-from spotik.rooms.schemas import participant_resource, room_resource, without_viewer
+from spotik.rooms.schemas import NOBODY, for_viewer, participant_resource, room_resource, without_viewer
 from spotik.settings import Settings
 from spotik.timefmt import iso, now_iso
 from spotik.tracks.repository import queue_tracks, room_track_files, voted_track_ids
-from spotik.tracks.service import remove_stored_files
+from spotik.tracks.service import remove_stored_files, voted_ids
 from spotik.validation import Field, max_chars, parse_uuid, string, validate
 
 NAME_FIELDS = {"name": Field((string, max_chars(100)))}
@@ -49,26 +50,48 @@ async def list_rooms(session: AsyncSession, settings: Settings, *, viewer: User)
 
 
 async def room_payload(
-    session: AsyncSession, settings: Settings, room_id: uuid.UUID, *, viewer: User, detail: bool = False
+    session: AsyncSession, settings: Settings, room_id: uuid.UUID, *, viewer: User
 ) -> dict[str, Any]:
-    """The room as ``viewer`` sees it (with ``user`` = the viewer); ``detail`` adds the queue."""
+    """The room as ``viewer`` sees it (with ``user`` = the viewer), without the queue."""
     room = await repository.room_with_graph(session, room_id)
     if room is None:
         raise NotFound("Room not found", error="Room not found")
-    queue = list(await queue_tracks(session, room_id)) if detail else None
-    voted = await voted_track_ids(session, viewer.id, room_id) if detail or room.current_track_id else frozenset()
+    voted = await voted_track_ids(session, viewer.id, room_id) if room.current_track_id else frozenset()
     covers = await to_thread.run_sync(cover_urls, settings.public_root, ROOM_COVERS, [room_id])
     return room_resource(
         room,
         viewer_id=viewer.id,
-        track_count=len(queue)
-        if queue is not None
-        else (await repository.track_counts(session, [room_id])).get(room_id, 0),
+        track_count=(await repository.track_counts(session, [room_id])).get(room_id, 0),
         cover_url=covers.get(room_id),
-        track_queue=queue,
         voted_track_ids=voted,
         viewer=viewer,
     )
+
+
+async def room_detail(
+    session: AsyncSession, reads: Reads, settings: Settings, room_id: uuid.UUID, *, viewer: User
+) -> dict[str, Any]:
+    """The room with its queue as ``viewer`` sees it (``GET /api/rooms/{room}``, the WebSocket's room state): the
+    room's one cached state, with the viewer's part (``user``, ``is_*``, ``has_voted``) laid over it."""
+    state = await room_state(session, reads, settings, room_id)
+    return for_viewer(state, viewer, await voted_ids(session, reads, room_id, viewer.id))
+
+
+async def room_state(session: AsyncSession, reads: Reads, settings: Settings, room_id: uuid.UUID) -> dict[str, Any]:
+    """The room with its queue as nobody in particular sees it (see ``for_viewer``); a fresh copy."""
+
+    async def build(own: AsyncSession) -> dict[str, Any]:
+        room = await repository.room_with_graph(own, room_id)
+        if room is None:
+            raise NotFound("Room not found", error="Room not found")
+        queue = list(await queue_tracks(own, room_id))
+        covers = await to_thread.run_sync(cover_urls, settings.public_root, ROOM_COVERS, [room_id])
+        return room_resource(
+            room, viewer_id=NOBODY, track_count=len(queue), cover_url=covers.get(room_id), track_queue=queue
+        )
+
+    tags = (room_tag(room_id), shared_tag(room_id))
+    return await reads.through(ROOM_STATE, str(room_id), build, session=session, tags=tags)
 
 
 async def create_room(

@@ -68,7 +68,8 @@ TrackDep = Annotated[Track, Depends(track_from_path)]
     responses=responses(returns(TrackQueue), UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER),
 )
 async def list_tracks(user: CurrentUser, room: RoomDep, session: SessionDep, state: StateDep) -> JSONResponse:
-    return bare(await service.list_queue(session, room=room, user=user, public_root=state.settings.public_root))
+    queue = await service.list_queue(session, state.reads, room=room, user=user, public_root=state.settings.public_root)
+    return bare(queue)
 
 
 @router.post(

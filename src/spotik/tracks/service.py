@@ -40,6 +40,7 @@ from spotik.errors import ApiError, Envelope, Forbidden, NotFound, ValidationFai
 from spotik.events import DomainEvent, EventBus
 from spotik.genres.models import Genre
 from spotik.playback.service import start_if_idle, stop_for_removed_track
+from spotik.reads import TRACK_QUEUE, Reads, room_tag, shared_tag, voter_tag
 from spotik.rooms.models import Room
 from spotik.rooms.repository import get_room, is_member
 from spotik.settings import Settings
@@ -115,14 +116,42 @@ async def _track_cover_urls(public_root: Path, track_ids: Iterable[uuid.UUID]) -
 # --- the queue -------------------------------------------------------------------------------------------------
 
 
-async def list_queue(session: AsyncSession, *, room: Room, user: User, public_root: Path) -> dict[str, Any]:
-    """``GET /api/rooms/{room}/tracks``: a fixed number of queries whatever the number of tracks and votes."""
+async def list_queue(
+    session: AsyncSession, reads: Reads, *, room: Room, user: User, public_root: Path
+) -> dict[str, Any]:
+    """``GET /api/rooms/{room}/tracks``: one cached queue per room for every member, with the caller's
+    ``user_has_voted`` laid over it from their own cached vote set; a fixed number of queries on a miss."""
     await require_member(session, room.id, user.id, VIEW_FORBIDDEN)
-    tracks = await repository.queue_tracks(session, room.id)
-    voted = await repository.voted_track_ids(session, user.id, room.id)
-    covers = await _track_cover_urls(public_root, (track.id for track in tracks))
-    items = [queue_item(t, user_has_voted=t.id in voted, cover_url=covers.get(t.id)) for t in tracks]
+    items = await shared_queue(session, reads, room.id, public_root)
+    voted = await voted_ids(session, reads, room.id, user.id)
+    for item in items:
+        item["user_has_voted"] = item["id"] in voted
     return {"tracks": items, "total_count": len(items)}
+
+
+async def shared_queue(
+    session: AsyncSession, reads: Reads, room_id: uuid.UUID, public_root: Path
+) -> list[dict[str, Any]]:
+    """The room's queue items as nobody in particular sees them (``user_has_voted`` false); a fresh copy."""
+
+    async def build(own: AsyncSession) -> list[dict[str, Any]]:
+        tracks = await repository.queue_tracks(own, room_id)
+        covers = await _track_cover_urls(public_root, (track.id for track in tracks))
+        return [queue_item(t, user_has_voted=False, cover_url=covers.get(t.id)) for t in tracks]
+
+    tags = (room_tag(room_id), shared_tag(room_id))
+    return await reads.through(TRACK_QUEUE, str(room_id), build, session=session, tags=tags)
+
+
+async def voted_ids(session: AsyncSession, reads: Reads, room_id: uuid.UUID, user_id: uuid.UUID) -> frozenset[str]:
+    """Ids of the room's tracks ``user_id`` voted for (cached per room and user)."""
+
+    async def build(own: AsyncSession) -> list[str]:
+        return sorted(str(track_id) for track_id in await repository.voted_track_ids(own, user_id, room_id))
+
+    key = f"{room_id}:votes:{user_id}"
+    tags = (room_tag(room_id), voter_tag(room_id, user_id))
+    return frozenset(await reads.through(TRACK_QUEUE, key, build, session=session, tags=tags))
 
 
 async def search(
