@@ -36,8 +36,8 @@ async def check_database(engine: AsyncEngine) -> dict[str, Any]:
 
 def _write_probe(directory: Path) -> None:
     probe = directory / f".health-{uuid.uuid4().hex}"
-    probe.write_bytes(b"ok")
     try:
+        probe.write_bytes(b"ok")  # on a full disk this creates the file, then fails: it must still go
         if probe.read_bytes() != b"ok":
             raise OSError("read back differs")
     finally:
