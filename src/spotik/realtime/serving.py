@@ -154,11 +154,21 @@ class HttpProtocol(HttpToolsProtocol):
         self._cancel_timers()
         super().connection_lost(exc)
 
+    def _handed_over(self) -> bool:
+        """The connection became a WebSocket: the transport now belongs to the WebSocket protocol."""
+        return self.transport.get_protocol() is not self
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         # Bytes of a next request on a kept-alive connection (uvicorn's keep-alive timer is now off): its head must
         # be complete in time too, even if the bytes never make the parser start a message (blank lines).
-        if self._timer is None and not self._in_body and self._awaiting_request() and not self.transport.is_closing():
+        if (
+            self._timer is None
+            and not self._in_body
+            and self._awaiting_request()
+            and not self.transport.is_closing()
+            and not self._handed_over()
+        ):
             self._arm(self.timeouts.header, self._header_timed_out)
 
     def on_headers_complete(self) -> None:
@@ -218,7 +228,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _time_out(self, reason: str, limit: float, **detail: int) -> None:
         transport = self.transport
-        if transport.is_closing():
+        if transport.is_closing() or self._handed_over():
             return
         cycle = self.cycle
         started = cycle is not None and not cycle.response_complete and cycle.response_started
