@@ -115,7 +115,8 @@ async def test_sigterm_under_load_and_another_instance_takes_over(
     in_flight = sum(o.started < term < o.started + o.seconds for o in a.outcomes)
     print(
         f"\n[faults] scenario 5: SIGTERM with {SOCKETS_ON_A} sockets and load on A; the half-sent upload completed "
-        f"(201); {in_flight} other requests in flight at SIGTERM, every request begun before it answered, none 5xx; all {SOCKETS_ON_A} "
+        f"(201); {in_flight} other requests in flight at SIGTERM, every request begun before it answered, none 5xx; "
+        f"all {SOCKETS_ON_A} "
         f"sockets closed 1001; A exited {exited:.1f}s after SIGTERM; B advanced the room {takeovers} time(s) "
         f"alone; {result.describe()}; {time.monotonic() - began:.1f}s"
     )
