@@ -23,6 +23,7 @@ from tests.faults.conftest import ServerFactory
 from tests.faults.consistency import check_consistency
 from tests.faults.load import Api
 from tests.fixtures.audio_files import make_png, make_wav
+from tests.helpers import Account
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TMPFS_BYTES = 4 * 1024 * 1024
@@ -93,14 +94,7 @@ async def test_a_full_disk_refuses_the_upload_cleanly_and_recovers(
         fillers = [filler, fill(small_disk, leave=0)]  # now completely full
         small_too = await api.upload(room, owner, short)
         assert small_too is not None and small_too.status_code == 507, small_too and small_too.text
-        cover = await api.request(
-            "cover",
-            "POST",
-            f"/api/rooms/{room}/cover",
-            files={"cover_image": ("c.png", png, "image/png")},
-            headers=owner.headers,
-        )
-        assert cover is not None and cover.status_code == 507, cover and cover.text
+        assert await cover_status(api, room, owner, png) == 507
         health = await api.client.get("/api/health")
         assert health.status_code == 503 and health.json()["checks"]["storage"]["status"] == "unhealthy"
         queue = await api.queue(room, owner)
@@ -110,20 +104,25 @@ async def test_a_full_disk_refuses_the_upload_cleanly_and_recovers(
             filler.unlink()  # space comes back: the very next upload succeeds, no restart
         again = await api.upload(room, owner, big)
         assert again is not None and again.status_code == 201, again and again.text
-        cover = await api.request(
-            "cover",
-            "POST",
-            f"/api/rooms/{room}/cover",
-            files={"cover_image": ("c.png", png, "image/png")},
-            headers=owner.headers,
-        )
-        assert cover is not None and cover.status_code == 200
+        assert await cover_status(api, room, owner, png) == 200
         assert (await api.client.get("/api/health")).status_code == 200
     finally:
         await api.aclose()
     result = await check_consistency(database, audio_root, public_root, api.acknowledged)
     assert result.tracks == 2
     print(f"\n[faults] scenario 3: {result.describe()}; {time.monotonic() - started:.1f}s")
+
+
+async def cover_status(api: Api, room: str, owner: Account, png: bytes) -> int:
+    answer = await api.request(
+        "cover",
+        "POST",
+        f"/api/rooms/{room}/cover",
+        files={"cover_image": ("c.png", png, "image/png")},
+        headers=owner.headers,
+    )
+    assert answer is not None
+    return answer.status_code
 
 
 def test_helper_fill_really_fills(small_disk: Path) -> None:
