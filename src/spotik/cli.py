@@ -27,15 +27,22 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from spotik.app import create_app
+    from spotik.covers.storage import TRACK_COVERS
     from spotik.db.migrate import migrate
     from spotik.logs import configure_logging
     from spotik.performance.middleware.security import SecurityHeaders
-    from spotik.realtime.serving import WebSocketProtocol, http_protocol
+    from spotik.realtime.serving import RequestTimeouts, WebSocketProtocol, http_protocol
     from spotik.realtime.serving import serve as serve_with_realtime
+    from spotik.tracks.service import TRACKS_DIR
+    from spotik.tracks.uploads import remove_stale_temporary_files
 
     configure_logging(settings)
     if settings.auto_migrate:
         print(f"spotik: {migrate(settings).describe()}", file=sys.stderr)
+    # Uploads cut short by a crash (kill -9, power loss) leave `.upload-*.part` files that no row names.
+    folders = [settings.audio_root / TRACKS_DIR, settings.public_root / TRACK_COVERS]
+    removed = remove_stale_temporary_files(folders, older_than=settings.upload_temp_max_age)
+    print(f"spotik: removed {removed} stale temporary upload file(s)", file=sys.stderr)
     app = create_app(settings)
     security = (
         SecurityHeaders.from_settings(settings, app.services.monitoring.proxies).headers
@@ -50,7 +57,16 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_timeout),
-        http=http_protocol(security),  # httptools, its own 400 for malformed HTTP with the security headers too
+        # httptools, its own 400 for malformed HTTP with the security headers too, and 408 for too slow a client
+        http=http_protocol(
+            security,
+            RequestTimeouts(
+                header=settings.http_header_timeout,
+                body=settings.http_body_timeout,
+                min_rate=settings.http_body_min_rate,
+                min_rate_window=settings.http_body_min_rate_window,
+            ),
+        ),
         ws=WebSocketProtocol,  # uvicorn's websockets-sansio, freeing a closed socket at once (realtime/serving.py)
         ws_per_message_deflate=settings.ws_per_message_deflate,  # off: ~33 KiB per socket, 2-3x slower broadcasts
         ws_ping_interval=settings.ws_ping_interval,

@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     graceful_shutdown_timeout: float = Field(default=10.0, gt=0)
+    # Slow and idle HTTP clients (`spotik serve`; uvicorn itself bounds neither): a request's headers must arrive
+    # within HTTP_HEADER_TIMEOUT of its first byte (or of the connection); a body may pause at most
+    # HTTP_BODY_TIMEOUT between two reads, and must bring at least HTTP_BODY_MIN_RATE bytes/s on average over each
+    # window of HTTP_BODY_MIN_RATE_WINDOW seconds (0 = no minimum). Breaking one answers 408 and closes.
+    http_header_timeout: float = Field(default=10.0, gt=0)  # s
+    http_body_timeout: float = Field(default=30.0, gt=0)  # s
+    http_body_min_rate: int = Field(default=512, ge=0)  # bytes/s
+    http_body_min_rate_window: float = Field(default=10.0, gt=0)  # s
 
     # Database: DATABASE_URL, else DB_HOST & co (PostgreSQL), else a SQLite file under storage_path.
     database_url: str | None = None
@@ -130,6 +138,9 @@ class Settings(BaseSettings):
     audio_storage_path: Path | None = None
     public_storage_path: Path | None = None
     max_upload_mb: int = Field(default=50, ge=1, le=10_240)
+    # `.upload-*.part` files older than this are leftovers of a crashed process, removed when `spotik serve` starts
+    # (younger ones may belong to another instance sharing the storage, uploading now).
+    upload_temp_max_age: float = Field(default=3600.0, ge=0)  # s
 
     # Auth (the Laravel backend's names)
     jwt_secret: str = DEFAULT_JWT_SECRET

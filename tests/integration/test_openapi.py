@@ -137,9 +137,7 @@ async def test_the_client_hooks_accept_the_framework_404_and_405(offline_setting
     assert (await _get(app, "/api/auth/login", method="HEAD")).status_code == 405
 
 
-async def _get(
-    app: FastAPI, path: str, contract: Contract | None = None, *, method: str = "GET"
-) -> httpx2.Response:
+async def _get(app: FastAPI, path: str, contract: Contract | None = None, *, method: str = "GET") -> httpx2.Response:
     """``GET path`` (or ``method``) from a client with the contract hooks (no lifespan: these routes need no state)."""
     transport = httpx2.ASGITransport(app=app)
     hooks = contract_hooks(app, contract)

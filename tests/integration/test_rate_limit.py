@@ -293,13 +293,17 @@ async def test_separate_prefixes_do_not_share_counts(sqlite_url: str, tmp_path: 
     assert statuses == [200, 200]
 
 
-async def test_an_unreachable_redis_fails_open_and_says_so(sqlite_url: str, tmp_path: Path) -> None:
-    settings = limited(sqlite_url, tmp_path, max_requests_per_hour=1, redis_url="redis://127.0.0.1:1/0")
+async def test_an_unreachable_redis_falls_back_to_per_instance_limits_and_says_so(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    settings = limited(sqlite_url, tmp_path, max_requests_per_hour=2, redis_url="redis://127.0.0.1:1/0")
     async with running_app(settings) as running:
         with capture_logs() as logs:
             statuses = [(await running.client.get("/api/ping")).status_code for _ in range(3)]
-    assert statuses == [200, 200, 200]
-    outages = [entry for entry in logs if entry["event"] == "rate limit storage unavailable; requests pass unlimited"]
+            refused = await running.client.get("/api/ping")
+    assert statuses == [200, 200, 429]  # counted in this process while Redis is unreachable, never 5xx
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    outages = [entry for entry in logs if entry["event"] == "rate limit storage unavailable; counting per instance"]
     assert len(outages) == 1  # logged once, not per request
 
 

@@ -145,6 +145,7 @@ async def read_cover_input(request: Request) -> service.CoverInput:
         {413: error("The body is larger than 8 MiB (envelope B).", ErrorB)},
         INVALID_B,
         {500: error("The cover could not be stored (envelope B).", ErrorB)},
+        {507: error("No space left in the storage for the cover (envelope B).", ErrorB)},
     ),
     openapi_extra=request_body(
         CoverUploadForm,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,14 @@ async def update_room_cover(events: EventBus, public_root: Path, *, room: Room, 
     data, ext = checked_cover(cover)
     try:
         url = await asyncio.to_thread(storage.store_cover, public_root, storage.ROOM_COVERS, room.id, data, ext)
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ApiError(
+                "There is no space left to store the cover.",
+                error="Insufficient storage",
+                status_code=507,
+                envelope=Envelope.B,
+            ) from None
         raise ApiError("Failed to store cover image", envelope=Envelope.B, status_code=500) from None
     await events.publish(
         DomainEvent(

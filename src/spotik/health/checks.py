@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from anyio import to_thread
 from sqlalchemy import text
@@ -35,8 +36,8 @@ async def check_database(engine: AsyncEngine) -> dict[str, Any]:
 
 def _write_probe(directory: Path) -> None:
     probe = directory / f".health-{uuid.uuid4().hex}"
-    probe.write_bytes(b"ok")
     try:
+        probe.write_bytes(b"ok")  # on a full disk this creates the file, then fails: it must still go
         if probe.read_bytes() != b"ok":
             raise OSError("read back differs")
     finally:
@@ -79,3 +80,67 @@ def cache_check(report: dict[str, Any]) -> dict[str, Any]:
         "bytes": report["bytes"],
         "reasons": report["reasons"],
     }
+
+
+# --- Redis (docs/reliability.md#2) -------------------------------------------------------------------------------
+# Redis is optional: while it is down each instance serves its own sockets and counts rate limits per instance, so
+# its outage makes the instance "degraded" (still 200, still ready), never "unhealthy". The realtime and performance
+# objects are read through these protocols: the health checks do not depend on those packages.
+
+REDIS_PING_TIMEOUT = 1.5  # s
+
+
+class RedisLinkView(Protocol):
+    """The real-time broker's Redis link (``spotik.realtime.broker.RedisLink``)."""
+
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def outages(self) -> int: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+
+class SharedRateLimiterView(Protocol):
+    """The rate limiter (``spotik.performance.ratelimit.IpRateLimiter``)."""
+
+    @property
+    def shared(self) -> bool: ...
+
+    async def healthy(self) -> bool: ...
+
+
+def _error_name(error: str | None) -> str | None:
+    return error.split(":", 1)[0] if error else None  # the class name only: no addresses in a public answer
+
+
+async def check_redis(link: RedisLinkView | None, limiter: SharedRateLimiterView | None) -> dict[str, Any] | None:
+    """The broker's and the rate limiter's view of Redis, or None when neither uses Redis."""
+    shared_limiter = limiter if limiter is not None and limiter.shared else None
+    if link is None and shared_limiter is None:
+        return None
+    started = time.perf_counter()
+    parts: dict[str, Any] = {}
+    if link is not None:
+        broker: dict[str, Any] = {
+            "status": "healthy" if link.up else "degraded",
+            "connected": link.up,
+            "outages": link.outages,
+        }
+        if not link.up and (error := _error_name(link.last_error)):
+            broker["error"] = error
+        parts["broker"] = broker
+    if shared_limiter is not None:
+        try:
+            reachable = await asyncio.wait_for(shared_limiter.healthy(), REDIS_PING_TIMEOUT)
+        except TimeoutError:
+            reachable = False
+        parts["rate_limiter"] = {
+            "status": "healthy" if reachable else "degraded",
+            "connected": reachable,
+            "limits": "shared" if reachable else "per-instance",
+        }
+    status = "healthy" if all(part["status"] == "healthy" for part in parts.values()) else "degraded"
+    return {"status": status, "response_time": round((time.perf_counter() - started) * 1000, 2), **parts}

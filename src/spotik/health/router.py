@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from spotik.deps import StateDep
 from spotik.errors import JSONResponse
-from spotik.health.checks import cache_check, run_checks
+from spotik.health.checks import cache_check, check_redis, run_checks
 from spotik.health.schemas import Health, Liveness, Ping, Readiness, ServerTime
 from spotik.http.openapi import responses, returns
 from spotik.timefmt import iso, now_iso
@@ -41,14 +41,19 @@ async def server_time() -> JSONResponse:
 
 @router.get(
     "/api/health",
-    summary="Database, storage and cache health",
+    summary="Database, storage, Redis and cache health",
     responses=responses(returns(Health), returns(Health, 503, "The database or the storage is unhealthy.")),
 )
 async def health(state: StateDep) -> JSONResponse:
     status, checks = await run_checks(state.engine, state.settings)
     checks["cache"] = cache_check(state.cache.health())
+    redis = await check_redis(state.realtime.link, state.monitoring.rate_limiter)
+    if redis is not None:
+        checks["redis"] = redis
+        if status == "healthy" and redis["status"] != "healthy":
+            status = "degraded"  # serving, with Redis-backed features limited to this instance
     body = {"status": status, "timestamp": now_iso(), "checks": checks}
-    return JSONResponse(body, status_code=200 if status == "healthy" else 503)
+    return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
 
 
 @router.get(

@@ -47,6 +47,38 @@ class StorageCheck(TypedDict):
     error: NotRequired[Annotated[str, Field(description="The exception's class name.")]]
 
 
+RedisStatus = Literal["healthy", "degraded"]
+
+
+@closed
+class RedisBrokerCheck(TypedDict):
+    status: RedisStatus
+    connected: Annotated[bool, Field(description="Whether the real-time fan-out is subscribed to Redis now.")]
+    outages: Annotated[int, Field(description="Redis outages this instance has seen since it started.")]
+    error: NotRequired[Annotated[str, Field(description="The last failure's class name, while degraded.")]]
+
+
+@closed
+class RedisRateLimiterCheck(TypedDict):
+    status: RedisStatus
+    connected: Annotated[bool, Field(description="Whether Redis answered a ping just now.")]
+    limits: Annotated[
+        Literal["shared", "per-instance"],
+        Field(description="Shared by every instance through Redis, or counted by this instance alone meanwhile."),
+    ]
+
+
+@closed
+class RedisCheck(TypedDict):
+    """Only when ``REDIS_URL`` is set. Degraded while Redis is unreachable: each instance then serves its own sockets
+    and counts rate limits per instance; it reconnects by itself."""
+
+    status: RedisStatus
+    response_time: Milliseconds
+    broker: NotRequired[RedisBrokerCheck]
+    rate_limiter: NotRequired[RedisRateLimiterCheck]
+
+
 @closed
 class CacheCheck(TypedDict):
     """The cache (informational: it never makes the overall status unhealthy)."""
@@ -68,13 +100,15 @@ class HealthChecks(TypedDict):
     database: DatabaseCheck
     storage: StorageCheck
     cache: CacheCheck
+    redis: NotRequired[RedisCheck]
 
 
 @closed
 class Health(TypedDict):
-    """The database and the storage checked now (200 when both are healthy, else 503), and the cache's state."""
+    """The database and the storage checked now (200 when both are healthy, else 503), Redis when it is configured
+    (``degraded``, still 200, while it is unreachable), and the cache's state."""
 
-    status: CheckStatus
+    status: Literal["healthy", "degraded", "unhealthy"]
     timestamp: Timestamp
     checks: HealthChecks
 

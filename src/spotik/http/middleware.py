@@ -23,6 +23,25 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+# PostgreSQL refusing work because it is stopping, starting or full: asyncpg raises these as plain errors, which
+# SQLAlchemy wraps in DBAPIError (not OperationalError). SQLSTATE class 08 (connection exception), 53300
+# (too_many_connections), 57P01-57P03 (admin_shutdown, crash_shutdown, cannot_connect_now); found by restarting
+# PostgreSQL under load (docs/reliability.md#1).
+UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says a dependency is down or saturated (answered 503), rather than a bug (500)."""
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+    return False
+
+
 SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = structlog.get_logger("spotik.http")
 
@@ -80,7 +99,7 @@ class UnhandledErrorMiddleware:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
             request_id = scope.get("state", {}).get("request_id", "")
-            unavailable = isinstance(exc, UNAVAILABLE)
+            unavailable = is_unavailable(exc)
             log.error(
                 "dependency unavailable" if unavailable else "unhandled error",
                 path=scope.get("path"),

@@ -1,8 +1,10 @@
 """Per-client-IP rate limits on the ``limits`` library: in-process storage, or Redis shared by every instance.
 
 Limits checked for a request, strictest first: the path's own limit (login, register), the short burst, then
-``MAX_REQUESTS_PER_HOUR``. A storage outage fails open (the request passes, a warning is logged at most every
-30 s): a broken Redis must not take the API down with it.
+``MAX_REQUESTS_PER_HOUR``. A Redis outage must not take the API down with it, nor switch the limits off: while Redis
+fails, each instance counts in its own process (:class:`LocalStorage`, fixed windows), so a client gets at most the
+limit per instance; a warning is logged at most every 30 s, and every request tries Redis again, so the shared
+counters take over as soon as it answers (docs/reliability.md#2).
 
 In process, the default fixed-window strategy counts in :class:`LocalStorage` rather than in limits' async
 ``MemoryStorage``: that one schedules an expiry task after every increment which walks every key, so each request
@@ -180,6 +182,9 @@ class IpRateLimiter:
         self.shared = redis_pool is not None
         self._redis_pool = redis_pool
         self._last_outage_log = -math.inf
+        # Per-instance counters used while the shared storage fails; None when the storage is in-process already.
+        self._fallback = LocalStorage() if self.shared else None
+        self.redis_up: bool | None = True if self.shared else None  # the shared storage's last outcome
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IpRateLimiter:
@@ -240,11 +245,28 @@ class IpRateLimiter:
             try:
                 if await self._hit(limit, client):
                     continue
-                return await self.rejection(limit, client)
-            except (StorageError, RedisError) as exc:  # only some storage methods wrap their errors
+                rejection = await self.rejection(limit, client)
+            except (StorageError, RedisError, OSError) as exc:  # only some storage methods wrap their errors
                 self._log_outage(exc.storage_error if isinstance(exc, StorageError) else exc)
-                return None
+                return await self._check_fallback(client, path)
+            self.redis_up = True if self.shared else None
+            return rejection
+        self.redis_up = True if self.shared else None
         return None
+
+    async def _check_fallback(self, client: str, path: str) -> Rejection | None:
+        """The shared storage failed: count this request in this instance's own counters instead."""
+        self.redis_up = False
+        storage = self._fallback
+        if storage is None:
+            return None
+        _group, limits = self._groups.get(path, self._general_group)
+        keys = tuple(limit.item.key_for(limit.name, client) for limit in limits)
+        exceeded = storage.count_each(keys, limits)
+        if exceeded is None:
+            return None
+        reset_at = await storage.get_expiry(keys[limits.index(exceeded)])
+        return Rejection(exceeded, reset_at, 0)
 
     async def rejection(self, limit: NamedLimit, client: str) -> Rejection:
         stats = await self.limiter.get_window_stats(limit.item, limit.name, client)
@@ -270,7 +292,7 @@ class IpRateLimiter:
         now = time.monotonic()
         if now - self._last_outage_log >= OUTAGE_LOG_INTERVAL:
             self._last_outage_log = now
-            log.warning("rate limit storage unavailable; requests pass unlimited", error=repr(error))
+            log.warning("rate limit storage unavailable; counting per instance", error=repr(error))
 
     async def healthy(self) -> bool:
         try:

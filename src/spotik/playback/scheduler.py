@@ -37,7 +37,9 @@ log = structlog.get_logger("spotik.playback.scheduler")
 MAX_POLL_SECONDS = 5.0  # how stale this process may be about changes made by other instances
 BATCH_SIZE = 100  # due rooms advanced per pass; a full batch makes the next pass start at once
 BACKOFF_BASE = 0.5  # seconds; first retry after a failure
-BACKOFF_CAP = 30.0  # seconds; longest wait between retries (database outage, a failing room)
+# Longest wait between retries (database outage, a failing room): no longer than a poll, so auto-advance resumes
+# within MAX_POLL_SECONDS of the database's return (a pass is one query; retrying it every 5 s costs nothing).
+BACKOFF_CAP = MAX_POLL_SECONDS
 STOP_GRACE_SECONDS = 5.0  # shutdown lets a pass in progress finish for this long before cancelling it
 
 

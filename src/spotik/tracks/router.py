@@ -46,7 +46,7 @@ from spotik.tracks.schemas import (
     VoteResult,
 )
 from spotik.tracks.streaming import DEFAULT_CACHE_CONTROL, audio_file_response
-from spotik.tracks.uploads import UploadError, check_declared_length, receive_multipart
+from spotik.tracks.uploads import StorageFull, UploadError, check_declared_length, receive_multipart
 
 router = APIRouter(tags=["tracks"])
 
@@ -85,6 +85,7 @@ async def list_tracks(user: CurrentUser, room: RoomDep, session: SessionDep, sta
         {404: error("The room was deleted while the upload arrived (envelope B).", ErrorB)},
         {413: error("The audio file or the whole body is over the upload limit (envelope B).", ErrorB)},
         INVALID_UPLOAD,
+        {507: error("No space left in the storage for the upload; nothing of it is kept (envelope B).", ErrorB)},
     ),
     openapi_extra=request_body(
         TrackUploadForm,
@@ -108,6 +109,13 @@ async def upload_track(
             item = await service.add_track(
                 session, state.events, room=room, user=user, form=form, settings=state.settings
             )
+    except StorageFull:
+        raise ApiError(
+            "There is no space left to store the upload.",
+            error="Insufficient storage",
+            status_code=507,
+            envelope=Envelope.B,
+        ) from None
     except UploadError as exc:
         raise service.upload_failure(exc, limits) from None
     except ClientDisconnect:

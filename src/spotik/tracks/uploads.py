@@ -14,13 +14,18 @@ uses) and each file part is written to a temporary file **in the directory where
 * the whole body is counted as it arrives (chunked bodies have no ``Content-Length``);
 * each file part has its own limit, checked before its bytes are buffered.
 
-Breaking a limit stops reading at once. Whatever happens (limit, malformed body, client disconnect, an error in
-the caller), leaving :func:`receive_multipart` removes every temporary file that was not moved away by the caller.
+Breaking a limit stops reading at once; so does a full disk (``ENOSPC``/``EDQUOT`` while a part is written:
+:class:`StorageFull`, answered 507). Whatever happens (limit, malformed body, full disk, client disconnect, an error
+in the caller), leaving :func:`receive_multipart` removes every temporary file that was not moved away by the caller.
+A process killed mid-upload cannot do that: :func:`remove_stale_temporary_files` removes such leftovers when the
+server starts (they are never served meanwhile: no row names them).
 """
 
 from __future__ import annotations
 
 import codecs
+import errno
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
@@ -43,9 +48,11 @@ __all__ = [
     "MalformedUpload",
     "ReceivedFile",
     "ReceivedForm",
+    "StorageFull",
     "UploadError",
     "check_declared_length",
     "receive_multipart",
+    "remove_stale_temporary_files",
 ]
 
 FEED_SIZE: Final = 64 * 1024
@@ -76,6 +83,13 @@ class FileTooLarge(UploadError):
         super().__init__(f"{field_name} is larger than {limit} bytes")
         self.field_name = field_name
         self.limit = limit
+
+
+class StorageFull(UploadError):
+    """The storage has no space left (or the quota is reached) for a part of the upload."""
+
+
+NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class MalformedUpload(UploadError):
@@ -163,12 +177,20 @@ class _Sink:
             return
         data = bytes(self.buffer)
         self.buffer.clear()
-        await anyio.to_thread.run_sync(lambda: self._write(data, close=final))
+        try:
+            await anyio.to_thread.run_sync(lambda: self._write(data, close=final))
+        except OSError as exc:
+            if exc.errno in NO_SPACE:
+                raise StorageFull(f"no space left for {self.field_name}") from None
+            raise
 
     def remove(self) -> None:
         """Close and delete the temporary file (a no-op once the caller has renamed it away)."""
         if self.file is not None and not self.file.closed:
-            self.file.close()
+            try:
+                self.file.close()  # may flush a last buffer and fail (a full disk): the file goes anyway
+            except OSError:
+                pass
         if self.created:
             self.path.unlink(missing_ok=True)
 
@@ -352,3 +374,24 @@ def _remove_all(sinks: list[_Sink]) -> None:
 def is_temporary_name(name: str) -> bool:
     """Whether ``name`` is one of this module's temporary files (for janitors and tests)."""
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def remove_stale_temporary_files(directories: list[Path], *, older_than: float) -> int:
+    """Delete this module's temporary files last modified more than ``older_than`` seconds ago (a crashed process's
+    leftovers); how many were removed. Younger ones are kept: another instance sharing the storage may be writing
+    them now (a live upload writes at least every ``FLUSH_SIZE`` bytes). Blocking: call it before serving."""
+    removed = 0
+    limit = time.time() - older_than
+    for directory in directories:
+        try:
+            entries = list(directory.iterdir())
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            try:
+                if is_temporary_name(entry.name) and entry.is_file() and entry.stat().st_mtime <= limit:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
