@@ -54,6 +54,7 @@ from spotik.app import create_app
 from spotik.db.base import utcnow
 from spotik.genres.models import Genre
 from spotik.playlists.models import Playlist, PlaylistTrack
+from spotik.reads import room_tag
 from spotik.realtime.protocol import ClientType
 from spotik.rooms.models import Room, RoomParticipant
 from spotik.settings import Environment, Settings
@@ -838,6 +839,9 @@ async def drop_membership(world: World, account: Account) -> None:
             )
         )
         await session.commit()
+    # What the instance that handled the leave makes every instance do (its ``user_left`` event, through Redis): the
+    # room's cached entries go. The socket, though, stays in the room here.
+    await world.env.state.cache.invalidate_tags(room_tag(world.room))
 
 
 async def run_ws_cell(world: World, row: WsRow, role: WsRole, expected: str) -> str | None:

@@ -141,7 +141,7 @@ def wav_file(tmp_path: Path) -> Path:
 # --- what the cache saves, and the cache switched off ----------------------------------------------------------
 
 
-async def test_warm_reads_skip_the_queue_the_votes_and_the_user(
+async def test_warm_reads_skip_the_queue_the_votes_the_membership_and_the_user(
     app: SpotikApp, client: httpx2.AsyncClient, tmp_path: Path
 ) -> None:
     room, (_admin, member) = await _room(client, "admin", "member")
@@ -153,9 +153,10 @@ async def test_warm_reads_skip_the_queue_the_votes_and_the_user(
         assert (await client.get(f"/api/rooms/{room}/tracks", headers=member.headers)).status_code == 200
     with count_queries(engine) as room_statements:
         assert (await client.get(f"/api/rooms/{room}", headers=member.headers)).status_code == 200
-    # the token's revocation (never cached), the room binding, and for the queue the caller's membership
-    assert (len(queue_statements), len(room_statements)) == (3, 2), (queue_statements, room_statements)
-    assert not [s for s in queue_statements + room_statements if "FROM users" in s or "FROM tracks" in s]
+    # the token's revocation (never cached) and the room binding, nothing more
+    assert (len(queue_statements), len(room_statements)) == (2, 2), (queue_statements, room_statements)
+    skipped = ("FROM users", "FROM tracks", "FROM room_participants", "FROM track_votes")
+    assert not [s for s in queue_statements + room_statements if any(table in s for table in skipped)]
 
 
 @pytest.mark.cache_off
@@ -246,8 +247,10 @@ async def test_with_redis_unreachable_requests_succeed_and_health_says_degraded(
         assert (await client.post(f"/api/rooms/{room}/tracks/{track['id']}/vote", headers=admin.headers)).is_success
         queue = (await client.get(f"/api/rooms/{room}/tracks", headers=admin.headers)).json()
         assert queue["tracks"][0]["vote_score"] == 1 and queue["tracks"][0]["user_has_voted"] is True
-        health = (await client.get("/api/health")).json()
-        assert health["status"] == "healthy"  # the cache never makes the app unhealthy
+        answer = await client.get("/api/health")
+        health = answer.json()
+        # Degraded (Redis-backed features limited to this instance), still a 200: never unhealthy for the cache
+        assert answer.status_code == 200 and health["status"] == "degraded"
         assert health["checks"]["cache"]["status"] == "degraded" and health["checks"]["cache"]["redis"] == "degraded"
         component = (await client.get("/api/performance/health")).json()["health"]["components"]["cache"]
         assert component["status"] == "degraded" and component["redis"] == "degraded"

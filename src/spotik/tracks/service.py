@@ -121,9 +121,10 @@ async def list_queue(
 ) -> dict[str, Any]:
     """``GET /api/rooms/{room}/tracks``: one cached queue per room for every member, with the caller's
     ``user_has_voted`` laid over it from their own cached vote set; a fixed number of queries on a miss."""
-    await require_member(session, room.id, user.id, VIEW_FORBIDDEN)
+    member, voted = await standing(session, reads, room.id, user.id)
+    if not member:
+        raise _forbidden(VIEW_FORBIDDEN)
     items = await shared_queue(session, reads, room.id, public_root)
-    voted = await voted_ids(session, reads, room.id, user.id)
     for item in items:
         item["user_has_voted"] = item["id"] in voted
     return {"tracks": items, "total_count": len(items)}
@@ -145,13 +146,25 @@ async def shared_queue(
 
 async def voted_ids(session: AsyncSession, reads: Reads, room_id: uuid.UUID, user_id: uuid.UUID) -> frozenset[str]:
     """Ids of the room's tracks ``user_id`` voted for (cached per room and user)."""
+    return (await standing(session, reads, room_id, user_id))[1]
 
-    async def build(own: AsyncSession) -> list[str]:
-        return sorted(str(track_id) for track_id in await repository.voted_track_ids(own, user_id, room_id))
 
-    key = f"{room_id}:votes:{user_id}"
+async def standing(
+    session: AsyncSession, reads: Reads, room_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[bool, frozenset[str]]:
+    """Whether ``user_id`` is a member of the room, and the ids of its tracks they voted for: one entry per room and
+    user, so that a cached queue read asks the database nothing about the room's members. Tagged with the room, it
+    goes with every join, leave and deletion of the room; with the voter, with their votes."""
+
+    async def build(own: AsyncSession) -> dict[str, Any]:
+        member = await is_member(own, room_id, user_id)
+        voted = await repository.voted_track_ids(own, user_id, room_id)
+        return {"member": member, "voted": sorted(str(track_id) for track_id in voted)}
+
+    key = f"{room_id}:standing:{user_id}"
     tags = (room_tag(room_id), voter_tag(room_id, user_id))
-    return frozenset(await reads.through(TRACK_QUEUE, key, build, session=session, tags=tags))
+    entry = await reads.through(TRACK_QUEUE, key, build, session=session, tags=tags)
+    return bool(entry["member"]), frozenset(entry["voted"])
 
 
 async def search(
