@@ -154,8 +154,13 @@ async def serve_websockets(args: argparse.Namespace) -> None:
 
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
+
+    def finish() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(signum, finish)
     async with serve(
         echo,
         "127.0.0.1",

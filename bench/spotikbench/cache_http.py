@@ -30,7 +30,8 @@ from typing import Any
 import httpx2
 
 from spotikbench.fixtures import PASSWORD, expect, wav_bytes
-from spotikbench.hot_reads import Load, run_wrk
+from spotikbench.hot_reads import Load
+from spotikbench.load import Measurement, run_wrk
 from spotikbench.report import machine, show, stamp, write
 from spotikbench.servers import ServerProcess, spotik_server
 from spotikbench.services import create_database, drop_database
@@ -114,19 +115,30 @@ async def start(variant: str, database: str, workdir: Path, cpus: set[int] | Non
     return Server(variant, process, await fill(process.base_url, tracks=args.tracks, members=args.members))
 
 
+def _wrk(server: Server, load: Load, seconds: float) -> Measurement:
+    return run_wrk(
+        server.url,
+        duration=seconds,
+        connections=load.connections,
+        threads=load.threads,
+        cpus=load.cpus,
+        headers=[f"Authorization: Bearer {server.data.tokens[0]}"],
+    )
+
+
 def throughput(servers: dict[str, Server], load: Load, args: argparse.Namespace, database: str) -> dict[str, Any]:
     for server in servers.values():  # warm-up: first connections, the cache's first fill, the allocator
-        run_wrk(server.url, server.data.tokens[0], load, 1)
+        _wrk(server, load, 1)
     rounds: list[dict[str, float]] = []
     for number in range(args.rounds):
         order = VARIANTS if number % 2 == 0 else tuple(reversed(VARIANTS))
         figures = {}
         for variant in order:
             server = servers[variant]
-            rps, _total, errors, _latency = run_wrk(server.url, server.data.tokens[0], load, load.seconds)
-            if errors:
-                raise RuntimeError(f"{server.process.name}: {errors} failed requests")
-            figures[variant] = rps
+            run = _wrk(server, load, load.seconds)
+            if run.errors:
+                raise RuntimeError(f"{server.process.name}: {run.errors} failed requests")
+            figures[variant] = run.requests_per_second
         rounds.append(figures)
         say(
             f"{database} round {number + 1}: uncached {figures['uncached']:8.1f} req/s  cached "
