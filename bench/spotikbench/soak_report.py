@@ -242,7 +242,9 @@ def markdown(result: dict[str, Any], drawn: list[str]) -> str:
         "## Totals",
         "",
         f"- operations: {totals['operations']:,} in {totals['seconds']:.0f} s, errors {totals['errors']} "
-        f"(rate {totals['error_rate'] or 0:.2e}); ticks missed (too many in flight): {totals['missed_ticks'] or 0}",
+        f"(rate {totals['error_rate'] or 0:.2e}); ticks missed: {totals['missed_ticks'] or 0}",
+        "  (a tick is missed when `--max-in-flight` operations are outstanding, when the three listeners drawn for a "
+        "vote all had one in flight or an empty queue, or when the socket drawn for a reconnect was mid-reconnect)",
         f"- latency of every operation: p50 {totals['latency_ms'].get('p50')} ms, p99 {totals['latency_ms'].get('p99')}"
         f" ms, max {totals['latency_ms'].get('max')} ms; the intervals' p99: median {interval_p99.get('median')}"
         f" ms, worst {interval_p99.get('max')} ms",
