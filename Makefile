@@ -71,6 +71,13 @@ bench-cache: $(BIN)/.installed
 bench-cache-http: $(BIN)/.installed
 	$(BIN)/python bench/cache_http.py $(ARGS)
 
+# The soak test (docs/reliability.md, scenario 7; not in CI): a steady mixed load on two instances sharing PostgreSQL
+# and Redis for 10 minutes, sampled every 5 s, with the slopes of RSS and descriptors over the last half; report in
+# bench/reports/soak-<stamp>/ (ARGS: e.g. --minutes 60 --interval 10 --rate 2).
+.PHONY: soak
+soak: $(BIN)/.installed
+	$(BIN)/python bench/soak.py $(ARGS)
+
 # ruff, mypy --strict, and the import contract (pyproject.toml [tool.importlinter]: layers, no cycles).
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
