@@ -145,7 +145,9 @@ async def shared_queue(
 
 
 async def voted_ids(session: AsyncSession, reads: Reads, room_id: uuid.UUID, user_id: uuid.UUID) -> frozenset[str]:
-    """Ids of the room's tracks ``user_id`` voted for (cached per room and user)."""
+    """Ids of the room's tracks ``user_id`` voted for (cached per room and user, with their membership)."""
+    if not reads.cache.enabled:  # uncached, the membership is not worth a query here
+        return frozenset(str(track_id) for track_id in await repository.voted_track_ids(session, user_id, room_id))
     return (await standing(session, reads, room_id, user_id))[1]
 
 
