@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import uuid
 from collections import deque
 from collections.abc import Iterable
@@ -45,6 +44,8 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from spotik.backoff import backoff_delay
 
 log = structlog.get_logger("spotik.cache.redis")
 
@@ -102,11 +103,6 @@ class Listener:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
-
-
-def backoff_delay(attempt: int, *, initial: float, cap: float) -> float:
-    """Capped exponential backoff with ±25 % jitter (instances that lost Redis together do not return together)."""
-    return float(min(cap, initial * (2 ** min(attempt, 30))) * random.uniform(0.75, 1.25))
 
 
 class RedisTier:
@@ -339,7 +335,6 @@ class RedisTier:
             log.warning("cache redis unreachable: in-process tier only", where=where, error=self.last_error)
             self.up = False
             self._listener.on_redis_down()
-        self.up = False
 
     def _receive(self, data: bytes) -> None:
         self.received += 1

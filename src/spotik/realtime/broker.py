@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from spotik.backoff import backoff_delay
 from spotik.realtime.protocol import Outgoing, is_critical
 
 log = structlog.get_logger("spotik.realtime.broker")
@@ -76,12 +76,6 @@ class LocalBroker:
 
     def stats(self) -> dict[str, Any]:
         return {"kind": "local", "instance_id": self.instance_id, "published": self.published}
-
-
-def backoff_delay(attempt: int, *, initial: float, cap: float) -> float:
-    """Capped exponential backoff with ±25 % jitter (instances that lost Redis together do not return together)."""
-    base = min(cap, initial * (2 ** min(attempt, 30)))
-    return float(base * random.uniform(0.75, 1.25))
 
 
 class RedisLink:
