@@ -19,7 +19,7 @@ from spotik.rooms.service import find_room
 from spotik.state import AppState, SpotikApp
 
 
-def app_state(connection: HTTPConnection) -> AppState:
+async def app_state(connection: HTTPConnection) -> AppState:
     app = connection.app
     if not isinstance(app, SpotikApp):  # a route mounted in some other app: a programming error
         raise TypeError("Spotik's routes run inside the app built by spotik.app.create_app")
@@ -37,7 +37,7 @@ async def db_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(db_session)]
 
 
-def token_from(connection: HTTPConnection) -> str | None:
+async def token_from(connection: HTTPConnection) -> str | None:
     return credentials(connection.scope).token
 
 

@@ -333,14 +333,14 @@ class PerformanceContext:
     monitoring: Monitoring | None
 
 
-def performance_context(state: StateDep) -> PerformanceContext:
+async def performance_context(state: StateDep) -> PerformanceContext:
     return PerformanceContext(state.performance, state, state.monitoring)
 
 
 Context = Annotated[PerformanceContext, Depends(performance_context)]
 
 
-def operator_user(user: CurrentUser, state: StateDep) -> User:
+async def operator_user(user: CurrentUser, state: StateDep) -> User:
     if not is_operator(state.settings, user):
         raise Forbidden("Performance operators only", error="Forbidden")
     return user
