@@ -50,6 +50,8 @@ class ReadCache(Protocol):
         tags: Iterable[str] = (),
     ) -> T: ...
 
+    async def invalidate_tags(self, *tags: str) -> int: ...
+
 
 class Invalidating(Protocol):
     async def invalidate_tags(self, *tags: str) -> int: ...
@@ -74,6 +76,11 @@ def voter_tag(room_id: uuid.UUID | str, user_id: uuid.UUID | str) -> str:
 
 def user_tag(user_id: uuid.UUID | str) -> str:
     return f"user:{user_id}"
+
+
+def token_tag(jti: str) -> str:
+    """One token's revocation (its key in ``user_data`` too)."""
+    return f"token:{jti}"
 
 
 def invalidations(event: DomainEvent) -> tuple[tuple[str, ...], tuple[str, ...]]:

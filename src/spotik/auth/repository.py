@@ -30,6 +30,11 @@ async def is_revoked(session: AsyncSession, jti: str) -> bool:
     return bool(await session.scalar(select(_in_force(jti))))
 
 
+async def revoked_from(session: AsyncSession, jti: str) -> datetime | None:
+    """When the revocation of ``jti`` takes (or took) effect; None when it is not revoked."""
+    return await session.scalar(select(JwtBlacklist.created_at).where(JwtBlacklist.jti == jti))
+
+
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
 

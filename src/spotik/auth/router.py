@@ -69,7 +69,9 @@ async def log_in(request: Request, state: StateDep, session: SessionDep) -> JSON
     ),
 )
 async def refresh_token(request: Request, token: BearerToken, state: StateDep, session: SessionDep) -> JSONResponse:
-    new_token = await service.refresh(session, state.tokens, token=token, issuer=str(request.url.replace(query="")))
+    new_token = await service.refresh(
+        session, state.tokens, state.reads, token=token, issuer=str(request.url.replace(query=""))
+    )
     return ok("Token refreshed successfully", token_payload(new_token, state.tokens.ttl_seconds))
 
 
@@ -79,7 +81,7 @@ async def refresh_token(request: Request, token: BearerToken, state: StateDep, s
     responses=returns(Done),
 )
 async def log_out(token: BearerToken, state: StateDep, session: SessionDep) -> JSONResponse:
-    await service.logout(session, state.tokens, token=token)
+    await service.logout(session, state.tokens, state.reads, token=token)
     return ok("Successfully logged out")
 
 

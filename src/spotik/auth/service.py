@@ -17,7 +17,7 @@ from spotik.auth.passwords import hash_password, verify_password
 from spotik.auth.tokens import Claims, TokenError, TokenProblem, TokenService
 from spotik.db.base import utcnow
 from spotik.errors import NotFound, Unauthorized, ValidationFailed
-from spotik.reads import USER_DATA, Reads, user_tag
+from spotik.reads import USER_DATA, Reads, token_tag, user_tag
 from spotik.timefmt import iso
 from spotik.validation import Field, confirmed, email, max_bytes, max_chars, min_chars, string, unique_taken, validate
 
@@ -84,15 +84,16 @@ async def login(
 async def authenticate(
     session: AsyncSession, tokens: TokenService, token: str, reads: Reads | None = None
 ) -> tuple[Claims, User]:
-    """The token's claims and user. With ``reads`` the user row comes from the cache; whether the token is revoked
-    is always asked of the database."""
+    """The token's claims and user. With ``reads`` both the user row and the token's revocation come from the cache
+    (a revocation invalidates its entry everywhere once committed, see :func:`_revoke`), so that a request served from
+    the cache asks the database nothing."""
     try:
         claims = tokens.decode(token)
     except TokenError as exc:
         raise token_failure(exc.problem) from None
     if reads is not None and reads.cache.enabled:
-        user = await cached_user(session, reads, claims.user_id)  # before the session holds a connection
-        revoked = await repository.is_revoked(session, claims.jti)
+        user = await cached_user(session, reads, claims.user_id)
+        revoked = await cached_revocation(session, reads, claims.jti)
     else:
         user, revoked = await repository.user_for_token(session, claims.user_id, claims.jti)
     if revoked:
@@ -142,11 +143,23 @@ async def cached_user(session: AsyncSession, reads: Reads, user_id: uuid.UUID) -
     return user
 
 
+async def cached_revocation(session: AsyncSession, reads: Reads, jti: str) -> bool:
+    """Whether the token ``jti`` is revoked now, from the moment its revocation takes effect (``user_data``, tagged
+    ``token:<jti>``): a logout or a refresh invalidates the entry after its commit, here and on every instance."""
+
+    async def load(own: AsyncSession) -> dict[str, Any]:
+        return {"from": iso(await repository.revoked_from(own, jti))}
+
+    entry = await reads.through(USER_DATA, token_tag(jti), load, session=session, tags=[token_tag(jti)])
+    since = _moment(entry["from"])
+    return since is not None and since <= utcnow()
+
+
 class _NoSuchUser(Exception):
     """Raised inside a computation so that nothing is cached."""
 
 
-async def refresh(session: AsyncSession, tokens: TokenService, *, token: str | None, issuer: str) -> str:
+async def refresh(session: AsyncSession, tokens: TokenService, reads: Reads, *, token: str | None, issuer: str) -> str:
     if token is None:
         raise Unauthorized("Token not provided", error="Token absent")
     try:
@@ -163,10 +176,11 @@ async def refresh(session: AsyncSession, tokens: TokenService, *, token: str | N
     ):
         raise token_failure(TokenProblem.INVALID)
     await session.commit()
+    await reads.cache.invalidate_tags(token_tag(claims.jti))
     return tokens.issue(claims.user_id, issuer, original_iat=claims.iat)
 
 
-async def logout(session: AsyncSession, tokens: TokenService, *, token: str | None) -> None:
+async def logout(session: AsyncSession, tokens: TokenService, reads: Reads, *, token: str | None) -> None:
     if token is None:
         return
     try:
@@ -175,6 +189,7 @@ async def logout(session: AsyncSession, tokens: TokenService, *, token: str | No
         return
     await _revoke(session, tokens, claims, effective_at=utcnow())
     await session.commit()
+    await reads.cache.invalidate_tags(token_tag(claims.jti))
 
 
 async def _revoke(session: AsyncSession, tokens: TokenService, claims: Claims, *, effective_at: datetime) -> bool:
