@@ -15,7 +15,7 @@ from spotik.auth.service import authenticate
 from spotik.auth.tokens import Claims
 from spotik.errors import Unauthorized
 from spotik.rooms.models import Room
-from spotik.rooms.service import find_room
+from spotik.rooms.service import RoomRef, find_room, find_room_ref
 from spotik.state import AppState, SpotikApp
 
 
@@ -63,3 +63,11 @@ async def room_from_path(room: str, session: SessionDep) -> Room:
 
 
 RoomDep = Annotated[Room, Depends(room_from_path)]
+
+
+async def room_ref_from_path(room: str, session: SessionDep, state: StateDep) -> RoomRef:
+    """``{room}`` binding of the cached reads: the same 404s as ``room_from_path``, from the cache when it can."""
+    return await find_room_ref(session, state.reads, room)
+
+
+RoomRefDep = Annotated[RoomRef, Depends(room_ref_from_path)]

@@ -59,6 +59,9 @@ class Invalidating(Protocol):
     async def clear(self, ns: str | None = None) -> int: ...
 
 
+ROOMS_TAG: Final = "rooms"  # the room list: every room's entry, whatever happens in any room, and new rooms
+
+
 def room_tag(room_id: uuid.UUID | str) -> str:
     """Everything derived from one room's rows: its state, its queue, its members' vote sets, its files."""
     return f"room:{room_id}"
@@ -89,12 +92,14 @@ def invalidations(event: DomainEvent) -> tuple[tuple[str, ...], tuple[str, ...]]
     * a vote (``track_voted``/``track_unvoted``/``queue_reordered``): the room's shared entries and the voter's set;
     * any other event of a room (uploads, deletions, playback, joins, leaves, room updates and deletion): everything
       tagged with the room;
+    * any event of a room, votes included: the room list (it shows every room's current track and its score);
     * ``user_updated``: the user's row, and the room namespaces (room entries show users' names);
     * ``genre_updated``: the room namespaces (tracks show their genre).
     """
     tags: list[str] = []
     namespaces: tuple[str, ...] = ()
     if event.room_id is not None:
+        tags.append(ROOMS_TAG)
         if event.type in VOTE_EVENTS:
             tags.append(shared_tag(event.room_id))
             voter = event.data.get("user")

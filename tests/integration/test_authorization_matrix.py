@@ -226,6 +226,7 @@ async def set_playback(world: World, *, playing: bool) -> None:
             )
         )
         await session.commit()
+    await world.env.state.cache.invalidate_tags(room_tag(world.room))  # as the services' events would
 
 
 async def participants(world: World, room: str) -> int:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from spotik.db.base import utcnow
 from spotik.events import DomainEvent
 from spotik.playback import service
+from spotik.reads import Invalidating, room_tag
 from spotik.rooms.models import Room, RoomParticipant
 from spotik.state import AppState
 from spotik.timefmt import iso
@@ -113,7 +114,10 @@ async def set_playback(
     started_at: datetime | None,
     paused_at: datetime | None = None,
     is_playing: bool = True,
+    cache: Invalidating | None = None,
 ) -> None:
+    """Set the room's playback columns behind the services' back; with ``cache``, drop what the cache holds of the
+    room, as a service's event would (docs/cache.md#invalidation-domain-events--tags)."""
     async with sessionmaker() as session:
         await session.execute(
             update(Room)
@@ -126,6 +130,8 @@ async def set_playback(
             )
         )
         await session.commit()
+    if cache is not None:
+        await cache.invalidate_tags(room_tag(room_id))
 
 
 async def room_row(sessionmaker: async_sessionmaker[AsyncSession], room_id: uuid.UUID) -> Room:
@@ -172,7 +178,10 @@ class World:
         return await seed_track(self.sessionmaker, self.room_id, self.admin_id, **kwargs)
 
     async def playing(self, track_id: uuid.UUID, *, started: datetime | None = None) -> None:
-        await set_playback(self.sessionmaker, self.room_id, track_id=track_id, started_at=started or utcnow())
+        await self.set_playback(track_id=track_id, started_at=started or utcnow())
+
+    async def set_playback(self, **columns: Any) -> None:
+        await set_playback(self.sessionmaker, self.room_id, cache=self.state.cache, **columns)
 
     async def room(self) -> Room:
         return await room_row(self.sessionmaker, self.room_id)
@@ -429,10 +438,7 @@ async def test_resume_shifts_the_virtual_start_by_the_pause(
     track_id = await world.track()
     now = utcnow()
     virtual_start, paused_at = now - timedelta(seconds=100), now - timedelta(seconds=40)  # paused at 60 s
-    await set_playback(
-        world.sessionmaker, world.room_id, track_id=track_id, started_at=virtual_start, paused_at=paused_at,
-        is_playing=False,
-    )  # fmt: skip
+    await world.set_playback(track_id=track_id, started_at=virtual_start, paused_at=paused_at, is_playing=False)
     with capture_events(state) as events:
         response = await post(client, world, "/playback/resume")
     assert response.status_code == 200
@@ -505,10 +511,7 @@ async def test_status_reports_every_state(client: httpx2.AsyncClient, world: Wor
     assert data["position"] == pytest.approx(expected, abs=0.05)
 
     paused_at = virtual_start + timedelta(seconds=33.333333)
-    await set_playback(
-        world.sessionmaker, world.room_id, track_id=track_id, started_at=virtual_start, paused_at=paused_at,
-        is_playing=False,
-    )  # fmt: skip
+    await world.set_playback(track_id=track_id, started_at=virtual_start, paused_at=paused_at, is_playing=False)
     data = (await client.get(url, headers=world.member.headers)).json()["data"]
     assert data["is_playing"] is False and data["position"] == 33.333333 and data["paused_at"] == iso(paused_at)
 
@@ -567,10 +570,7 @@ async def test_skip_marks_played_and_follows_score_then_age(
 async def test_skip_from_paused_plays_the_next_track(client: httpx2.AsyncClient, world: World) -> None:
     first, second = await world.track(), await world.track()
     now = utcnow()
-    await set_playback(
-        world.sessionmaker, world.room_id, track_id=first, started_at=now - timedelta(seconds=9), paused_at=now,
-        is_playing=False,
-    )  # fmt: skip
+    await world.set_playback(track_id=first, started_at=now - timedelta(seconds=9), paused_at=now, is_playing=False)
     data = (await post(client, world, "/playback/skip")).json()["data"]
     assert data["next_track_id"] == str(second)
     room = await world.room()

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from spotik.db.base import utcnow
-from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep
+from spotik.deps import CurrentUser, RoomDep, RoomRefDep, SessionDep, StateDep
 from spotik.errors import JSONResponse
 from spotik.http.input import read_input
 from spotik.http.openapi import (
@@ -44,6 +44,7 @@ from spotik.playback.schemas import (
 )
 from spotik.playback.service import Action
 from spotik.rooms.models import Room
+from spotik.tracks.service import is_viewer
 
 router = APIRouter(prefix="/api/rooms/{room}", tags=["playback"])
 
@@ -157,7 +158,7 @@ async def seek_playback(
         {403: error("The user is not a participant of the room (envelope A).")},
     ),
 )
-async def playback_status(user: CurrentUser, room: RoomDep, session: SessionDep) -> JSONResponse:
-    await service.require_viewer(session, user, room)
-    status = await service.status(session, room_id=room.id)
-    return ok(status.message, status.data())
+async def playback_status(user: CurrentUser, room: RoomRefDep, session: SessionDep, state: StateDep) -> JSONResponse:
+    member = await is_viewer(session, state.reads, room.id, user.id)
+    service.require_viewer(user, room.administrator_id, member=member)
+    return ok("Playback status retrieved successfully", await service.status(session, state.reads, room_id=room.id))

@@ -105,10 +105,13 @@ def sought_data(track: Track, position: float, sought_at: datetime, is_playing: 
     }
 
 
-def status_data(state: PlaybackState, track: Track | None, position: float | None, now: datetime) -> dict[str, Any]:
+def status_data(
+    state: PlaybackState, track: dict[str, Any] | None, position: float | None, now: datetime
+) -> dict[str, Any]:
+    """``track``: the current track as ``status_track`` gives it."""
     return {
         "is_playing": state.is_playing,
-        "current_track": status_track(track),
+        "current_track": track,
         "position": position,
         "started_at": iso(state.started_at),
         "paused_at": iso(state.paused_at),

@@ -35,8 +35,9 @@ from spotik.playback import clock, repository, schemas
 from spotik.playback.clock import IDLE, PlaybackState
 from spotik.playback.repository import Snapshot
 from spotik.playback.schemas import PlaybackEvent, StartReason, StopReason
-from spotik.rooms import repository as rooms_repository
+from spotik.reads import ROOM_STATE, Reads, room_tag
 from spotik.rooms.models import Room
+from spotik.timefmt import iso
 from spotik.tracks.models import Track
 from spotik.validation import Field, numeric, parse_uuid, validate
 
@@ -152,18 +153,6 @@ Outcome = Started | Paused | Resumed | Skipped | Stopped | Sought
 
 
 @dataclass(frozen=True, slots=True)
-class Status:
-    state: PlaybackState
-    track: Track | None
-    position: float | None
-    now: datetime
-    message: ClassVar[str] = "Playback status retrieved successfully"
-
-    def data(self) -> dict[str, Any]:
-        return schemas.status_data(self.state, self.track, self.position, self.now)
-
-
-@dataclass(frozen=True, slots=True)
 class AdvanceOutcome:
     """What one scheduler visit to a room did. ``due_at`` is set when the track has not ended yet."""
 
@@ -190,8 +179,8 @@ def require_administrator(user: User, room: Room) -> None:
         raise Forbidden("Only room administrator can control playback", error="Insufficient permissions")
 
 
-async def require_viewer(session: AsyncSession, user: User, room: Room) -> None:
-    if room.administrator_id != user.id and not await rooms_repository.is_member(session, room.id, user.id):
+def require_viewer(user: User, administrator_id: uuid.UUID, *, member: bool) -> None:
+    if administrator_id != user.id and not member:
         raise Forbidden("You must be a participant of this room to view playback status", error="Not a participant")
 
 
@@ -426,11 +415,37 @@ async def seek(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID, posi
     raise concurrent_change()
 
 
-async def status(session: AsyncSession, *, room_id: uuid.UUID) -> Status:
-    snapshot = await _load_or_404(session, room_id)
+async def status(session: AsyncSession, reads: Reads, *, room_id: uuid.UUID) -> dict[str, Any]:
+    """``GET …/playback/status``'s data: the room's playback columns and current track through the cache
+    (``room_state``, ``<room>:playback``, tagged with the room: every playback change is an event of the room), the
+    position computed now."""
+
+    async def build(own: AsyncSession) -> dict[str, Any]:
+        snapshot = await _load_or_404(own, room_id)
+        state, track = snapshot.state, snapshot.track
+        return {
+            "current_track_id": None if state.current_track_id is None else str(state.current_track_id),
+            "started_at": iso(state.started_at),
+            "paused_at": iso(state.paused_at),
+            "is_playing": state.is_playing,
+            "track": schemas.status_track(track),
+        }
+
+    entry = await reads.through(ROOM_STATE, f"{room_id}:playback", build, session=session, tags=(room_tag(room_id),))
+    state = PlaybackState(
+        None if entry["current_track_id"] is None else uuid.UUID(entry["current_track_id"]),
+        _moment(entry["started_at"]),
+        _moment(entry["paused_at"]),
+        entry["is_playing"],
+    )
+    track = entry["track"]
     now = utcnow()
-    duration = snapshot.track.duration_seconds if snapshot.track is not None else None
-    return Status(snapshot.state, snapshot.track, clock.position(snapshot.state, now, duration), now)
+    position = clock.position(state, now, None if track is None else track["duration_seconds"])
+    return schemas.status_data(state, track, position, now)
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 async def start_if_idle(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID, track: Track) -> bool:

@@ -308,7 +308,7 @@ class Handlers:
             room = await self._room(session, connection)
             user = await self._user(session, connection)
             queue = await tracks_service.list_queue(
-                session, self.realtime.reads, room=room, user=user, public_root=settings.public_root
+                session, self.realtime.reads, room_id=room.id, user=user, public_root=settings.public_root
             )
         connection.enqueue(
             protocol.reply(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep
+from spotik.deps import CurrentUser, RoomDep, RoomRefDep, SessionDep, StateDep
 from spotik.errors import JSONResponse
 from spotik.http.input import read_input
 from spotik.http.openapi import (
@@ -34,7 +34,7 @@ router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 
 @router.get("", summary="Every room", responses=responses(returns(RoomListResponse), UNAUTHENTICATED))
 async def list_rooms(user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
-    rooms = await service.list_rooms(session, state.settings, viewer=user)
+    rooms = await service.list_rooms(session, state.reads, state.settings, viewer=user)
     return ok("Rooms retrieved successfully", rooms)
 
 
@@ -46,7 +46,7 @@ async def list_rooms(user: CurrentUser, state: StateDep, session: SessionDep) ->
     openapi_extra=request_body(RoomCreateRequest),
 )
 async def create_room(request: Request, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
-    room = await service.create_room(session, state.settings, creator=user, data=await read_input(request))
+    room = await service.create_room(session, state.reads, state.settings, creator=user, data=await read_input(request))
     return ok("Room created successfully", room, status_code=201)
 
 
@@ -55,7 +55,7 @@ async def create_room(request: Request, user: CurrentUser, state: StateDep, sess
     summary="A room with its queue",
     responses=responses(returns(RoomDetailResponse), UNAUTHENTICATED, ROOM_NOT_FOUND),
 )
-async def show_room(room: RoomDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
+async def show_room(room: RoomRefDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
     payload = await service.room_detail(session, state.reads, state.settings, room.id, viewer=user)
     return ok("Room retrieved successfully", payload)
 

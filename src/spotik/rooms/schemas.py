@@ -118,20 +118,27 @@ def for_viewer(state: dict[str, Any], viewer: User, voted: frozenset[str]) -> di
     """``state`` (a ``room_resource`` with a queue, built for ``NOBODY``, owned by the caller) as ``viewer`` sees
     it now: what ``room_resource(..., viewer_id=viewer.id, voted_track_ids=..., viewer=viewer)`` would give, with
     the keys in the same order. ``duration_in_room`` depends on the clock, so it is worked out again."""
-    viewer_id = str(viewer.id)
-    participants = state["participants"]
-    for participant in participants:
-        joined_at = participant["joined_at"] and datetime.fromisoformat(participant["joined_at"])
-        participant["duration_in_room"] = duration_in_room(joined_at or None)
     current = state["current_track"]
     if current is not None:
         current["has_voted"] = current["id"] in voted
     for track in state["track_queue"]:
         track["has_voted"] = track["id"] in voted
-    state["is_administrator"] = state["administrator_id"] == viewer_id
-    state["is_participant"] = any(p["user_id"] == viewer_id for p in participants)
+    seen_by(state, viewer.id)
     state["user"] = user_full(viewer)
     return state
+
+
+def seen_by(room: dict[str, Any], viewer_id: uuid.UUID) -> dict[str, Any]:
+    """``room`` (a ``room_resource`` built for ``NOBODY``, owned by the caller) with its viewer's ``is_*`` flags and
+    its participants' ``duration_in_room`` as of now."""
+    viewer = str(viewer_id)
+    participants = room["participants"]
+    for participant in participants:
+        joined_at = participant["joined_at"] and datetime.fromisoformat(participant["joined_at"])
+        participant["duration_in_room"] = duration_in_room(joined_at or None)
+    room["is_administrator"] = room["administrator_id"] == viewer
+    room["is_participant"] = any(p["user_id"] == viewer for p in participants)
+    return room
 
 
 # --- the OpenAPI document (shapes of the builders above; documentation only) -----------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -16,10 +17,10 @@ from spotik.db.base import utcnow, utcnow_seconds, uuid7
 from spotik.db.upsert import insert_ignore
 from spotik.errors import Forbidden, NotFound
 from spotik.events import DomainEvent, EventBus
-from spotik.reads import ROOM_STATE, Reads, room_tag, shared_tag
+from spotik.reads import ROOM_STATE, ROOMS_TAG, Reads, room_tag, shared_tag
 from spotik.rooms import repository
 from spotik.rooms.models import Room, RoomParticipant
-from spotik.rooms.schemas import NOBODY, for_viewer, participant_resource, room_resource, without_viewer
+from spotik.rooms.schemas import NOBODY, for_viewer, participant_resource, room_resource, seen_by, without_viewer
 from spotik.settings import Settings
 from spotik.timefmt import iso, now_iso
 from spotik.tracks.repository import queue_tracks, room_track_files, voted_track_ids
@@ -38,15 +39,47 @@ async def find_room(session: AsyncSession, room_id: object) -> Room:
     return found
 
 
-async def list_rooms(session: AsyncSession, settings: Settings, *, viewer: User) -> list[dict[str, Any]]:
-    rooms = await repository.rooms_with_graph(session)
-    ids = [room.id for room in rooms]
-    counts = await repository.track_counts(session, ids)
-    covers = await to_thread.run_sync(cover_urls, settings.public_root, ROOM_COVERS, ids)
-    return [
-        room_resource(room, viewer_id=viewer.id, track_count=counts.get(room.id, 0), cover_url=covers.get(room.id))
-        for room in rooms
-    ]
+@dataclass(frozen=True, slots=True)
+class RoomRef:
+    """What a cached read needs of its ``{room}``: that it exists, and who administers it (never changes)."""
+
+    id: uuid.UUID
+    administrator_id: uuid.UUID
+
+
+async def find_room_ref(session: AsyncSession, reads: Reads, room_id: object) -> RoomRef:
+    """``find_room`` for the cached reads: the room's id and administrator through the cache (``room_state``,
+    ``<room>:ref``, tagged with the room, so it goes with the room's deletion); the same 404s."""
+    parsed = parse_uuid(room_id)
+    if parsed is None:
+        raise NotFound("Room not found", error="Room not found")
+
+    async def build(own: AsyncSession) -> dict[str, str]:
+        found = await repository.get_room(own, parsed)
+        if found is None:
+            raise NotFound("Room not found", error="Room not found")
+        return {"administrator_id": str(found.administrator_id)}
+
+    entry = await reads.through(ROOM_STATE, f"{parsed}:ref", build, session=session, tags=(room_tag(parsed),))
+    return RoomRef(parsed, uuid.UUID(entry["administrator_id"]))
+
+
+async def list_rooms(session: AsyncSession, reads: Reads, settings: Settings, *, viewer: User) -> list[dict[str, Any]]:
+    """``GET /api/rooms``: one cached list (``room_state``, ``list``, tagged ``rooms``: any event of any room and
+    every new room drop it) as nobody in particular sees it, with the viewer's flags laid over each room."""
+
+    async def build(own: AsyncSession) -> list[dict[str, Any]]:
+        rooms = await repository.rooms_with_graph(own)
+        ids = [room.id for room in rooms]
+        counts = await repository.track_counts(own, ids)
+        covers = await to_thread.run_sync(cover_urls, settings.public_root, ROOM_COVERS, ids)
+        return [
+            room_resource(room, viewer_id=NOBODY, track_count=counts.get(room.id, 0), cover_url=covers.get(room.id))
+            for room in rooms
+        ]
+
+    rooms = await reads.through(ROOM_STATE, "list", build, session=session, tags=(ROOMS_TAG,))
+    return [seen_by(room, viewer.id) for room in rooms]
 
 
 async def room_payload(
@@ -95,7 +128,7 @@ async def room_state(session: AsyncSession, reads: Reads, settings: Settings, ro
 
 
 async def create_room(
-    session: AsyncSession, settings: Settings, *, creator: User, data: dict[str, Any]
+    session: AsyncSession, reads: Reads, settings: Settings, *, creator: User, data: dict[str, Any]
 ) -> dict[str, Any]:
     values = validate(data, NAME_FIELDS)
     room = Room(name=values["name"], administrator_id=creator.id)
@@ -103,6 +136,7 @@ async def create_room(
     await session.flush()
     session.add(RoomParticipant(room_id=room.id, user_id=creator.id))
     await session.commit()
+    await reads.cache.invalidate_tags(ROOMS_TAG)  # a new room publishes no event (nobody is in it to hear one)
     return await room_payload(session, settings, room.id, viewer=creator)
 
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from spotik.deps import CurrentUser, RoomDep, SessionDep, StateDep
+from spotik.deps import CurrentUser, RoomDep, RoomRefDep, SessionDep, StateDep
 from spotik.errors import ApiError, Envelope, JSONResponse, NotFound
 from spotik.http.openapi import (
     FILE_REQUEST_HEADERS,
@@ -67,8 +67,10 @@ TrackDep = Annotated[Track, Depends(track_from_path)]
     summary="A room's queue",
     responses=responses(returns(TrackQueue), UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER),
 )
-async def list_tracks(user: CurrentUser, room: RoomDep, session: SessionDep, state: StateDep) -> JSONResponse:
-    queue = await service.list_queue(session, state.reads, room=room, user=user, public_root=state.settings.public_root)
+async def list_tracks(user: CurrentUser, room: RoomRefDep, session: SessionDep, state: StateDep) -> JSONResponse:
+    queue = await service.list_queue(
+        session, state.reads, room_id=room.id, user=user, public_root=state.settings.public_root
+    )
     return bare(queue)
 
 

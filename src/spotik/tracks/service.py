@@ -117,14 +117,14 @@ async def _track_cover_urls(public_root: Path, track_ids: Iterable[uuid.UUID]) -
 
 
 async def list_queue(
-    session: AsyncSession, reads: Reads, *, room: Room, user: User, public_root: Path
+    session: AsyncSession, reads: Reads, *, room_id: uuid.UUID, user: User, public_root: Path
 ) -> dict[str, Any]:
     """``GET /api/rooms/{room}/tracks``: one cached queue per room for every member, with the caller's
     ``user_has_voted`` laid over it from their own cached vote set; a fixed number of queries on a miss."""
-    member, voted = await standing(session, reads, room.id, user.id)
+    member, voted = await standing(session, reads, room_id, user.id)
     if not member:
         raise _forbidden(VIEW_FORBIDDEN)
-    items = await shared_queue(session, reads, room.id, public_root)
+    items = await shared_queue(session, reads, room_id, public_root)
     for item in items:
         item["user_has_voted"] = item["id"] in voted
     return {"tracks": items, "total_count": len(items)}
@@ -149,6 +149,13 @@ async def voted_ids(session: AsyncSession, reads: Reads, room_id: uuid.UUID, use
     if not reads.cache.enabled:  # uncached, the membership is not worth a query here
         return frozenset(str(track_id) for track_id in await repository.voted_track_ids(session, user_id, room_id))
     return (await standing(session, reads, room_id, user_id))[1]
+
+
+async def is_viewer(session: AsyncSession, reads: Reads, room_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """Whether ``user_id`` is a member of the room: from their cached standing, or one query with the cache off."""
+    if not reads.cache.enabled:
+        return await is_member(session, room_id, user_id)
+    return (await standing(session, reads, room_id, user_id))[0]
 
 
 async def standing(
