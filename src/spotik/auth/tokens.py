@@ -12,6 +12,7 @@ import secrets
 import string
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -59,6 +60,7 @@ class TokenService:
     leeway_seconds: int = 0
     blacklist_enabled: bool = True
     blacklist_grace_seconds: int = 30
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)  # for the remembered tokens
     # Tokens whose signature and claims were verified, by the whole token (signature included, so only a token this
     # secret signed can be found here): a request with a known token costs a lookup and the time checks, not a
     # signature and three base64 decodings.
@@ -104,7 +106,7 @@ class TokenService:
             self._verified[token] = claims
             return claims
         # PyJWT's time checks, as it makes them, against now
-        now = time.time()
+        now = self.clock()
         if claims.exp <= now - self.leeway_seconds:
             raise TokenError(TokenProblem.EXPIRED, "token expired")
         if max(claims.nbf, claims.iat) > now + self.leeway_seconds:
