@@ -14,5 +14,10 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def from_iso(text: str | None) -> datetime | None:
+    """The moment ``iso`` wrote (None for None): how a cached entry's times come back."""
+    return None if text is None else datetime.fromisoformat(text)
+
+
 def now_iso() -> str:
     return iso(datetime.now(UTC)) or ""

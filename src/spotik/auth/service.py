@@ -18,7 +18,7 @@ from spotik.auth.tokens import Claims, TokenError, TokenProblem, TokenService
 from spotik.db.base import utcnow
 from spotik.errors import NotFound, Unauthorized, ValidationFailed
 from spotik.reads import USER_DATA, Reads, token_tag, user_tag
-from spotik.timefmt import iso
+from spotik.timefmt import from_iso, iso
 from spotik.validation import Field, confirmed, email, max_bytes, max_chars, min_chars, string, unique_taken, validate
 
 REGISTER_FIELDS = {
@@ -114,10 +114,6 @@ def _user_row(user: User) -> dict[str, Any]:
     }
 
 
-def _moment(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
 async def cached_user(session: AsyncSession, reads: Reads, user_id: uuid.UUID) -> User | None:
     """The user row by id through the cache (``user_data``, tagged ``user:<id>``), as a detached ``User`` without
     its password hash; None when there is no such user (absence is never cached)."""
@@ -136,8 +132,8 @@ async def cached_user(session: AsyncSession, reads: Reads, user_id: uuid.UUID) -
         id=uuid.UUID(row["id"]),
         username=row["username"],
         email=row["email"],
-        created_at=_moment(row["created_at"]),
-        updated_at=_moment(row["updated_at"]),
+        created_at=from_iso(row["created_at"]),
+        updated_at=from_iso(row["updated_at"]),
     )
     make_transient_to_detached(user)
     return user
@@ -151,7 +147,7 @@ async def cached_revocation(session: AsyncSession, reads: Reads, jti: str) -> bo
         return {"from": iso(await repository.revoked_from(own, jti))}
 
     entry = await reads.through(USER_DATA, token_tag(jti), load, session=session, tags=[token_tag(jti)])
-    since = _moment(entry["from"])
+    since = from_iso(entry["from"])
     return since is not None and since <= utcnow()
 
 

@@ -37,7 +37,7 @@ from spotik.playback.repository import Snapshot
 from spotik.playback.schemas import PlaybackEvent, StartReason, StopReason
 from spotik.reads import ROOM_STATE, Reads, room_tag
 from spotik.rooms.models import Room
-from spotik.timefmt import iso
+from spotik.timefmt import from_iso, iso
 from spotik.tracks.models import Track
 from spotik.validation import Field, numeric, parse_uuid, validate
 
@@ -434,18 +434,14 @@ async def status(session: AsyncSession, reads: Reads, *, room_id: uuid.UUID) -> 
     entry = await reads.through(ROOM_STATE, f"{room_id}:playback", build, session=session, tags=(room_tag(room_id),))
     state = PlaybackState(
         None if entry["current_track_id"] is None else uuid.UUID(entry["current_track_id"]),
-        _moment(entry["started_at"]),
-        _moment(entry["paused_at"]),
+        from_iso(entry["started_at"]),
+        from_iso(entry["paused_at"]),
         entry["is_playing"],
     )
     track = entry["track"]
     now = utcnow()
     position = clock.position(state, now, None if track is None else track["duration_seconds"])
     return schemas.status_data(state, track, position, now)
-
-
-def _moment(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
 
 
 async def start_if_idle(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID, track: Track) -> bool:
