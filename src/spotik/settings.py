@@ -155,6 +155,9 @@ class Settings(BaseSettings):
 
     # Shared infrastructure
     redis_url: str | None = None
+    # Connections per Redis client and instance (the broker, the cache tier, the rate limits each have a pool); past
+    # it a call waits for a free connection (within that client's timeout) rather than failing.
+    redis_max_connections: int = Field(default=50, ge=2)
 
     # Browsers: exact origins, "*" for any, or "loopback" for any http(s) origin on a loopback host.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

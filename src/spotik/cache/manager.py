@@ -89,6 +89,7 @@ class CacheManager(Listener):
                 prefix=settings.cache_redis_prefix,
                 timeout=settings.cache_redis_timeout,
                 reconnect_max=settings.cache_redis_reconnect_max,
+                max_connections=settings.redis_max_connections,
             )
         return cls(
             store,

@@ -46,6 +46,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from spotik.backoff import backoff_delay
+from spotik.redispool import bounded_pool
 
 log = structlog.get_logger("spotik.cache.redis")
 
@@ -89,6 +90,7 @@ class RedisConfig:
     timeout: float = 0.25
     reconnect_max: float = 5.0
     reconnect_initial: float = 0.1
+    max_connections: int = 50
 
 
 class Listener:
@@ -110,13 +112,16 @@ class RedisTier:
         self.config = config
         self.instance_id = instance_id or uuid.uuid4().hex
         self.channel = f"{config.prefix}invalidate"
-        self.client: Redis = Redis.from_url(
+        pool = bounded_pool(
             config.url,
+            max_connections=config.max_connections,
+            wait=config.timeout,
             socket_connect_timeout=config.timeout,
             socket_timeout=config.timeout,
             health_check_interval=10,
             retry=Retry(NoBackoff(), 0),
         )
+        self.client: Redis = Redis.from_pool(pool)
         self._listener = listener
         self._set_script = self.client.register_script(SET_SCRIPT)
         self._tags_script = self.client.register_script(INVALIDATE_TAGS_SCRIPT)

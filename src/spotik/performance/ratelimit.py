@@ -33,6 +33,7 @@ from limits.errors import StorageError
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
+from spotik.redispool import bounded_pool
 from spotik.settings import Settings
 
 log = structlog.get_logger("spotik.performance.ratelimit")
@@ -191,8 +192,10 @@ class IpRateLimiter:
         storage: Storage
         pool: ConnectionPool | None = None
         if settings.redis_url:
-            pool = ConnectionPool.from_url(
+            pool = bounded_pool(
                 settings.redis_url,
+                max_connections=settings.redis_max_connections,
+                wait=REDIS_TIMEOUT_SECONDS,
                 socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
                 socket_timeout=REDIS_TIMEOUT_SECONDS,
             )

@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 
 from spotik.backoff import backoff_delay
 from spotik.realtime.protocol import Outgoing, is_critical
+from spotik.redispool import bounded_pool
 
 log = structlog.get_logger("spotik.realtime.broker")
 
@@ -81,15 +82,20 @@ class LocalBroker:
 class RedisLink:
     """The shared Redis client and the instance's view of Redis health (one outage is logged once)."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 2.0, socket_timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = 2.0, socket_timeout: float = 5.0, max_connections: int = 50
+    ) -> None:
         self.url = url
-        self.client: Redis = Redis.from_url(
+        pool = bounded_pool(
             url,
+            max_connections=max_connections,
+            wait=socket_timeout,
             socket_connect_timeout=connect_timeout,
             socket_timeout=socket_timeout,
             health_check_interval=10,
             retry=Retry(NoBackoff(), 0),
         )
+        self.client: Redis = Redis.from_pool(pool)
         self.up = False
         self.outages = 0
         self.down_since: float | None = None

@@ -83,7 +83,7 @@ class Realtime:
         self.broker: Broker
         self.presence: Presence
         if settings.redis_url:
-            self.link = RedisLink(settings.redis_url)
+            self.link = RedisLink(settings.redis_url, max_connections=settings.redis_max_connections)
             self.broker = RedisBroker(
                 self.link,
                 self._deliver,
