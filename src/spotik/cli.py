@@ -57,6 +57,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_timeout),
+        timeout_keep_alive=settings.http_keep_alive_timeout,
         # httptools, its own 400 for malformed HTTP with the security headers too, and 408 for too slow a client
         http=http_protocol(
             security,

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     http_body_timeout: float = Field(default=30.0, gt=0)  # s
     http_body_min_rate: int = Field(default=512, ge=0)  # bytes/s
     http_body_min_rate_window: float = Field(default=10.0, gt=0)  # s
+    # How long an idle kept-alive connection stays open. Longer than the clients' and load balancers' own idle
+    # timeouts (browsers, AWS ALB 60 s, httpx 5 s), so that they always close first: a server closing at the moment
+    # a client reuses the connection loses that request (a reset; uvicorn's default, 5 s, equals httpx's).
+    http_keep_alive_timeout: int = Field(default=65, ge=1)  # s
 
     # Database: DATABASE_URL, else DB_HOST & co (PostgreSQL), else a SQLite file under storage_path.
     database_url: str | None = None

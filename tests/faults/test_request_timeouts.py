@@ -35,3 +35,23 @@ async def test_websockets_and_prompt_keep_alive_requests_outlive_the_header_time
     finally:
         await api.aclose()
     assert "slow client cut off" not in server.output()
+
+
+async def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout(servers: ServerFactory) -> None:
+    """The server, not the client, decides how long an idle connection lives: HTTP_KEEP_ALIVE_TIMEOUT, not
+    uvicorn's 5 s (which equals httpx's own and loses a request to the race between the two)."""
+    keep_alive = 2
+    server = servers(HTTP_KEEP_ALIVE_TIMEOUT=str(keep_alive))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(b"GET /api/ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower()
+        length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:])
+        await reader.readexactly(length)
+        answered = time.monotonic()
+        assert await asyncio.wait_for(reader.read(1), keep_alive + 5) == b""  # the server closed it
+        idle = time.monotonic() - answered
+    finally:
+        writer.close()
+    assert keep_alive - 0.1 <= idle < keep_alive + 2, idle
