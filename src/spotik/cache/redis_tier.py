@@ -41,12 +41,10 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from spotik.backoff import backoff_delay
-from spotik.redispool import bounded_pool
+from spotik.redispool import reconnecting_client
 
 log = structlog.get_logger("spotik.cache.redis")
 
@@ -112,16 +110,12 @@ class RedisTier:
         self.config = config
         self.instance_id = instance_id or uuid.uuid4().hex
         self.channel = f"{config.prefix}invalidate"
-        pool = bounded_pool(
+        self.client: Redis = reconnecting_client(
             config.url,
             max_connections=config.max_connections,
-            wait=config.timeout,
-            socket_connect_timeout=config.timeout,
+            connect_timeout=config.timeout,
             socket_timeout=config.timeout,
-            health_check_interval=10,
-            retry=Retry(NoBackoff(), 0),
         )
-        self.client: Redis = Redis.from_pool(pool)
         self._listener = listener
         self._set_script = self.client.register_script(SET_SCRIPT)
         self._tags_script = self.client.register_script(INVALIDATE_TAGS_SCRIPT)

@@ -32,13 +32,11 @@ from typing import Any, Protocol
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from spotik.backoff import backoff_delay
 from spotik.realtime.protocol import Outgoing, is_critical
-from spotik.redispool import bounded_pool
+from spotik.redispool import reconnecting_client
 
 log = structlog.get_logger("spotik.realtime.broker")
 
@@ -86,16 +84,9 @@ class RedisLink:
         self, url: str, *, connect_timeout: float = 2.0, socket_timeout: float = 5.0, max_connections: int = 50
     ) -> None:
         self.url = url
-        pool = bounded_pool(
-            url,
-            max_connections=max_connections,
-            wait=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=socket_timeout,
-            health_check_interval=10,
-            retry=Retry(NoBackoff(), 0),
+        self.client: Redis = reconnecting_client(
+            url, max_connections=max_connections, connect_timeout=connect_timeout, socket_timeout=socket_timeout
         )
-        self.client: Redis = Redis.from_pool(pool)
         self.up = False
         self.outages = 0
         self.down_since: float | None = None
