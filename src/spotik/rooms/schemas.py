@@ -14,7 +14,8 @@ docs/decisions.md#d11).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -28,12 +29,14 @@ from spotik.timefmt import iso
 from spotik.tracks.models import Track
 from spotik.tracks.schemas import TrackResource, track_resource
 
+DURATION_UNITS = ((1440, "day"), (60, "hour"), (1, "minute"))  # minutes each
+
 
 def duration_in_room(joined_at: datetime | None, now: datetime | None = None) -> str:
     if joined_at is None:
         return "Just joined"
     minutes = int(((now or datetime.now(UTC)) - joined_at).total_seconds() // 60)
-    for size, unit in ((1440, "day"), (60, "hour"), (1, "minute")):
+    for size, unit in DURATION_UNITS:
         if minutes >= size:
             count = minutes // size
             return f"{count} {unit}{'s' if count != 1 else ''}"
@@ -139,6 +142,22 @@ def seen_by(room: dict[str, Any], viewer_id: uuid.UUID) -> dict[str, Any]:
     room["is_administrator"] = room["administrator_id"] == viewer
     room["is_participant"] = any(p["user_id"] == viewer for p in participants)
     return room
+
+
+def durations_change_at(rooms: Iterable[dict[str, Any]], now: datetime) -> datetime | None:
+    """The first moment after ``now`` at which a participant's ``duration_in_room`` in ``rooms`` reads otherwise:
+    until then, payloads built at or after ``now`` read the same. None when no participant has a join time. Take
+    ``now`` before building the payload, so that a duration that turns meanwhile ends the answer at once."""
+    soonest: datetime | None = None
+    for room in rooms:
+        for participant in room["participants"]:
+            if participant["joined_at"]:
+                joined = datetime.fromisoformat(participant["joined_at"])
+                minutes = max(int((now - joined).total_seconds() // 60), 0)
+                unit = next((size for size, _ in DURATION_UNITS if minutes >= size), 1)
+                turns = joined + timedelta(minutes=(minutes // unit + 1) * unit)
+                soonest = turns if soonest is None or turns < soonest else soonest
+    return soonest
 
 
 # --- the OpenAPI document (shapes of the builders above; documentation only) -----------------------------------
