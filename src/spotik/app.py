@@ -3,13 +3,17 @@ error handlers (see docs/architecture.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
 import spotik.db.models  # noqa: F401 - every mapper registered before the first query
+from spotik.auth.models import User
 from spotik.auth.router import router as auth_router
 from spotik.auth.tokens import TokenService
 from spotik.cache import CacheManager
@@ -22,8 +26,10 @@ from spotik.genres.router import router as genres_router
 from spotik.health.router import router as health_router
 from spotik.http.cors import CORSMiddleware, cors_options
 from spotik.http.docs import router as docs_router
+from spotik.http.hot import HotReads, HotRoute
 from spotik.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
 from spotik.http.openapi import configure_openapi
+from spotik.http.responses import Answer
 from spotik.lifespan import build_lifespan
 from spotik.performance.api.cache import CacheSubsystem
 from spotik.performance.api.router import router as performance_router
@@ -32,15 +38,19 @@ from spotik.performance.api.subsystems import default_subsystems
 from spotik.performance.monitor import Monitoring
 from spotik.performance.router import router as metrics_router
 from spotik.playback.router import router as playback_router
+from spotik.playback.router import status_answer
 from spotik.playback.scheduler import PlaybackScheduler
 from spotik.playlists.router import router as playlists_router
 from spotik.reads import Reads, invalidation_handler
 from spotik.realtime.gateway import Realtime
 from spotik.realtime.router import router as realtime_router
+from spotik.rooms.router import room_answer, rooms_answer
 from spotik.rooms.router import router as rooms_router
+from spotik.rooms.service import RoomRef
 from spotik.rooms.warmup import CacheWarmer
 from spotik.settings import Settings
 from spotik.state import AppState, SpotikApp
+from spotik.tracks.router import queue_answer
 from spotik.tracks.router import router as tracks_router
 
 
@@ -111,6 +121,26 @@ def build_state(settings: Settings) -> AppState:
     return state
 
 
+def hot_routes() -> list[HotRoute]:
+    """The GETs listeners poll, answered by ``spotik.http.hot`` without FastAPI's routing (the same handler code)."""
+
+    def with_room(
+        answer: Callable[[AppState, AsyncSession, User, RoomRef], Awaitable[Answer]],
+    ) -> Callable[[AppState, AsyncSession, User, RoomRef | None], Awaitable[Answer]]:
+        def call(state: AppState, session: AsyncSession, user: User, room: RoomRef | None) -> Awaitable[Answer]:
+            assert room is not None  # the template has {room}
+            return answer(state, session, user, room)
+
+        return call
+
+    return [
+        HotRoute("/api/rooms", lambda state, session, user, _: rooms_answer(state, session, user)),
+        HotRoute("/api/rooms/{room}", with_room(room_answer)),
+        HotRoute("/api/rooms/{room}/tracks", with_room(queue_answer)),
+        HotRoute("/api/rooms/{room}/playback/status", with_room(status_answer)),
+    ]
+
+
 def create_app(settings: Settings) -> SpotikApp:
     """The composition root: builds the app-scoped objects, the middleware stack, the routes, the error handlers."""
     state = build_state(settings)
@@ -131,6 +161,7 @@ def create_app(settings: Settings) -> SpotikApp:
             Middleware(CORSMiddleware, **cors_options(settings.cors_origins)),
             *monitoring.inner_middleware(),  # rate limit
             Middleware(UnhandledErrorMiddleware),
+            Middleware(HotReads, state=state, routes=hot_routes()),  # innermost: every layer above still applies
         ],
         exception_handlers={
             ApiError: _api_error,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +26,7 @@ ROOM_STATE: Final = "room_state"
 TRACK_QUEUE: Final = "track_queue"
 USER_DATA: Final = "user_data"
 FILE_METADATA: Final = "file_metadata"
+API_RESPONSE: Final = "api_response"  # the hot reads' rendered answers, per viewer (spotik.http.hot)
 
 # Events that change only the queue order and one voter's votes: they leave the other members' vote sets alone.
 VOTE_EVENTS: Final = frozenset({"track_voted", "track_unvoted", "queue_reordered"})
@@ -48,9 +49,13 @@ class ReadCache(Protocol):
         *,
         ttl: float | None = None,
         tags: Iterable[str] = (),
+        on_miss: Callable[[], Awaitable[object]] | None = None,
     ) -> T: ...
 
     async def invalidate_tags(self, *tags: str) -> int: ...
+
+    def local(self, ns: str, key: str) -> Any:
+        """The value if this process holds it (a fresh copy), else None; never asks Redis or computes."""
 
 
 class Invalidating(Protocol):
@@ -77,6 +82,11 @@ def voter_tag(room_id: uuid.UUID | str, user_id: uuid.UUID | str) -> str:
     return f"room:{room_id}:votes:{user_id}"
 
 
+def viewer_tags(room_id: uuid.UUID | str, user_id: uuid.UUID | str) -> tuple[str, ...]:
+    """Everything one member's view of a room is built from: the room, its shared entries, their votes, their row."""
+    return room_tag(room_id), shared_tag(room_id), voter_tag(room_id, user_id), user_tag(user_id)
+
+
 def user_tag(user_id: uuid.UUID | str) -> str:
     return f"user:{user_id}"
 
@@ -94,7 +104,8 @@ def invalidations(event: DomainEvent) -> tuple[tuple[str, ...], tuple[str, ...]]
       tagged with the room;
     * any event of a room, votes included: the room list (it shows every room's current track and its score);
     * ``user_updated``: the user's row, and the room namespaces (room entries show users' names);
-    * ``genre_updated``: the room namespaces (tracks show their genre).
+    * ``genre_updated``: the room namespaces (tracks show their genre);
+    * both: the hot reads' answers (``api_response``), which show both.
     """
     tags: list[str] = []
     namespaces: tuple[str, ...] = ()
@@ -110,7 +121,7 @@ def invalidations(event: DomainEvent) -> tuple[tuple[str, ...], tuple[str, ...]]
     if event.type == "user_updated":
         tags.append(user_tag(event.data["user_id"]))
     if event.type in SHARED_DATA_EVENTS:
-        namespaces = (ROOM_STATE, TRACK_QUEUE)
+        namespaces = (ROOM_STATE, TRACK_QUEUE, API_RESPONSE)
     return tuple(tags), namespaces
 
 
@@ -142,14 +153,14 @@ class Reads:
         tags: Iterable[str],
     ) -> T:
         """``build``'s value for ``ns``/``key``, cached with ``tags``. ``session`` is the caller's: with the cache
-        off, ``build`` runs in it (the uncached path is exactly the old one); with the cache on, its transaction is
-        ended first, so a request never holds two pooled connections while a computation opens its own."""
+        off, ``build`` runs in it (the uncached path is exactly the old one); with the cache on and the value not
+        in this process, its transaction is ended first, so a request never holds two pooled connections while a
+        computation opens its own (a hit leaves it untouched)."""
         if not self.cache.enabled:
             return await build(session)
-        await session.commit()
 
         async def compute() -> T:
             async with self.sessionmaker() as own:
                 return await build(own)
 
-        return await self.cache.get_or_compute(ns, key, compute, tags=tags)
+        return await self.cache.get_or_compute(ns, key, compute, tags=tags, on_miss=lambda: session.commit())

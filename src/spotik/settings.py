@@ -88,17 +88,17 @@ class CacheNamespaceSettings(BaseModel):
 
 def default_cache_namespaces() -> dict[str, CacheNamespaceSettings]:
     """The namespaces of issue 13 (also spelled out in config/cache.yml), for a checkout without config/."""
-    table = (
-        ("room_state", 30, "high", False),
-        ("track_queue", 60, "high", False),
-        ("user_data", 600, "medium", True),
-        ("file_metadata", 3600, "low", True),
-        ("api_response", 120, "medium", True),
-        ("db_query", 180, "high", True),
+    table: tuple[tuple[str, float, Literal["low", "medium", "high"], bool, Literal["json", "msgpack"]], ...] = (
+        ("room_state", 30, "high", False, "json"),
+        ("track_queue", 60, "high", False, "json"),
+        ("user_data", 600, "medium", True, "json"),
+        ("file_metadata", 3600, "low", True, "json"),
+        ("api_response", 30, "medium", False, "msgpack"),
+        ("db_query", 180, "high", True, "json"),
     )
     return {
-        name: CacheNamespaceSettings(ttl=ttl, priority=priority, compress=compress)
-        for name, ttl, priority, compress in table
+        name: CacheNamespaceSettings(ttl=ttl, priority=priority, compress=compress, codec=codec)
+        for name, ttl, priority, compress, codec in table
     }
 
 

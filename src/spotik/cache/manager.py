@@ -177,6 +177,11 @@ class CacheManager(Listener):
         store.namespace(ns).redis_hits += 1
         return decode(blob)
 
+    def local(self, ns: str, key: str) -> Any:
+        """The value if this process holds it (a fresh copy), else None (also with the cache off); never asks
+        Redis."""
+        return self.store.get(ns, key) if self.enabled else None
+
     async def get_or_compute(
         self,
         ns: str,
@@ -185,15 +190,19 @@ class CacheManager(Listener):
         *,
         ttl: float | None = None,
         tags: Iterable[str] = (),
+        on_miss: Callable[[], Awaitable[object]] | None = None,
     ) -> T:
         """The cached value, else ``await compute()`` (once for all concurrent callers of ``ns``/``key``), cached
         for ``ttl`` (default: the namespace's) with ``tags``. The value comes back through the namespace's codec
-        (a tuple becomes a list)."""
+        (a tuple becomes a list). ``on_miss`` is awaited first when this process does not hold the value (before
+        Redis is asked or a computation is awaited)."""
         if not self.enabled:
             return await compute()
         value = self.store.get(ns, key, _MISSING)
         if value is not _MISSING:
             return cast(T, value)
+        if on_miss is not None:
+            await on_miss()
         flight = self._flights.get((ns, key))
         if flight is None:
             flight = asyncio.get_running_loop().create_task(self._fill(ns, key, compute, ttl, tuple(tags)))

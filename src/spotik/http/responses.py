@@ -3,6 +3,8 @@ object."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from spotik.errors import JSONResponse
@@ -17,3 +19,13 @@ def ok(message: str, data: Any = None, *, status_code: int = 200, include_data: 
 
 def bare(body: dict[str, Any], *, status_code: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status_code)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A hot read's response and what it may be kept on (``spotik.http.hot``): kept only with ``tags``, which must
+    include the tags of every cache entry it was built from, and at most ``until`` (its clock-dependent parts)."""
+
+    response: JSONResponse
+    tags: tuple[str, ...] = ()
+    until: datetime | None = None

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from spotik.auth.models import User
 from spotik.db.base import utcnow
 from spotik.deps import CurrentUser, RoomDep, RoomRefDep, SessionDep, StateDep
 from spotik.errors import JSONResponse
@@ -27,7 +29,7 @@ from spotik.http.openapi import (
     responses,
     returns,
 )
-from spotik.http.responses import ok
+from spotik.http.responses import Answer, ok
 from spotik.playback import service
 from spotik.playback.schemas import (
     CONCURRENT_CHANGE,
@@ -44,6 +46,7 @@ from spotik.playback.schemas import (
 )
 from spotik.playback.service import Action
 from spotik.rooms.models import Room
+from spotik.rooms.service import RoomRef
 from spotik.tracks.service import is_viewer
 
 router = APIRouter(prefix="/api/rooms/{room}", tags=["playback"])
@@ -159,6 +162,13 @@ async def seek_playback(
     ),
 )
 async def playback_status(user: CurrentUser, room: RoomRefDep, session: SessionDep, state: StateDep) -> JSONResponse:
+    return (await status_answer(state, session, user, room)).response
+
+
+async def status_answer(state: StateDep, session: AsyncSession, user: User, room: RoomRef) -> Answer:
+    """``GET …/playback/status`` (also served by ``spotik.http.hot``): never kept (the position and the server
+    time are worked out at each read)."""
     member = await is_viewer(session, state.reads, room.id, user.id)
     service.require_viewer(user, room.administrator_id, member=member)
-    return ok("Playback status retrieved successfully", await service.status(session, state.reads, room_id=room.id))
+    data = await service.status(session, state.reads, room_id=room.id)
+    return Answer(ok("Playback status retrieved successfully", data))

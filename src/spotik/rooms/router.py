@@ -1,7 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from datetime import UTC, datetime
 
+from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from spotik.auth.models import User
 from spotik.deps import CurrentUser, RoomDep, RoomRefDep, SessionDep, StateDep
 from spotik.errors import JSONResponse
 from spotik.http.input import read_input
@@ -16,7 +20,8 @@ from spotik.http.openapi import (
     responses,
     returns,
 )
-from spotik.http.responses import ok
+from spotik.http.responses import Answer, ok
+from spotik.reads import ROOMS_TAG, user_tag, viewer_tags
 from spotik.rooms import service
 from spotik.rooms.schemas import (
     NOT_ADMINISTRATOR,
@@ -27,15 +32,25 @@ from spotik.rooms.schemas import (
     RoomListResponse,
     RoomResponse,
     RoomUpdateRequest,
+    durations_change_at,
 )
+from spotik.rooms.service import RoomRef
 
 router = APIRouter(prefix="/api/rooms", tags=["rooms"])
 
 
+async def rooms_answer(state: StateDep, session: AsyncSession, user: User) -> Answer:
+    """``GET /api/rooms`` (also served by ``spotik.http.hot``): kept until any room changes or a participant's
+    ``duration_in_room`` turns."""
+    now = datetime.now(UTC)
+    rooms = await service.list_rooms(session, state.reads, state.settings, viewer=user)
+    tags = (ROOMS_TAG, user_tag(user.id))
+    return Answer(ok("Rooms retrieved successfully", rooms), tags, durations_change_at(rooms, now))
+
+
 @router.get("", summary="Every room", responses=responses(returns(RoomListResponse), UNAUTHENTICATED))
 async def list_rooms(user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
-    rooms = await service.list_rooms(session, state.reads, state.settings, viewer=user)
-    return ok("Rooms retrieved successfully", rooms)
+    return (await rooms_answer(state, session, user)).response
 
 
 @router.post(
@@ -56,8 +71,16 @@ async def create_room(request: Request, user: CurrentUser, state: StateDep, sess
     responses=responses(returns(RoomDetailResponse), UNAUTHENTICATED, ROOM_NOT_FOUND),
 )
 async def show_room(room: RoomRefDep, user: CurrentUser, state: StateDep, session: SessionDep) -> JSONResponse:
+    return (await room_answer(state, session, user, room)).response
+
+
+async def room_answer(state: StateDep, session: AsyncSession, user: User, room: RoomRef) -> Answer:
+    """``GET /api/rooms/{room}`` (also served by ``spotik.http.hot``): kept until the room, its queue, the viewer's
+    votes or the viewer change, or a participant's ``duration_in_room`` turns."""
+    now = datetime.now(UTC)
     payload = await service.room_detail(session, state.reads, state.settings, room.id, viewer=user)
-    return ok("Room retrieved successfully", payload)
+    response = ok("Room retrieved successfully", payload)
+    return Answer(response, viewer_tags(room.id, user.id), durations_change_at([payload], now))
 
 
 @router.put(

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from spotik.auth.models import User
 from spotik.deps import CurrentUser, RoomDep, RoomRefDep, SessionDep, StateDep
 from spotik.errors import ApiError, Envelope, JSONResponse, NotFound
 from spotik.http.openapi import (
@@ -28,7 +30,9 @@ from spotik.http.openapi import (
     responses,
     returns,
 )
-from spotik.http.responses import bare
+from spotik.http.responses import Answer, bare
+from spotik.reads import viewer_tags
+from spotik.rooms.service import RoomRef
 from spotik.tracks import service
 from spotik.tracks.models import Track
 from spotik.tracks.schemas import (
@@ -68,10 +72,16 @@ TrackDep = Annotated[Track, Depends(track_from_path)]
     responses=responses(returns(TrackQueue), UNAUTHENTICATED, ROOM_NOT_FOUND, NOT_A_MEMBER),
 )
 async def list_tracks(user: CurrentUser, room: RoomRefDep, session: SessionDep, state: StateDep) -> JSONResponse:
+    return (await queue_answer(state, session, user, room)).response
+
+
+async def queue_answer(state: StateDep, session: AsyncSession, user: User, room: RoomRef) -> Answer:
+    """``GET /api/rooms/{room}/tracks`` (also served by ``spotik.http.hot``): kept until the room, its queue, the
+    viewer's votes or the viewer change."""
     queue = await service.list_queue(
         session, state.reads, room_id=room.id, user=user, public_root=state.settings.public_root
     )
-    return bare(queue)
+    return Answer(bare(queue), viewer_tags(room.id, user.id))
 
 
 @router.post(

@@ -213,7 +213,7 @@ def test_settings_bring_the_issue_13_namespaces_from_config_cache_yml() -> None:
         "track_queue": (60, "high", False, "lru", "json"),
         "user_data": (600, "medium", True, "lru", "json"),
         "file_metadata": (3600, "low", True, "lru", "json"),
-        "api_response": (120, "medium", True, "lru", "json"),
+        "api_response": (30, "medium", False, "lru", "msgpack"),
         "db_query": (180, "high", True, "lru", "json"),
     }
     cache = CacheManager.from_settings(settings)

@@ -75,6 +75,12 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return chosen is not None and chosen > 0
 
 
+def gzip_whole(body: bytes, level: int) -> bytes:
+    """``body`` as one gzip member (what the responder sends for a body that comes in one chunk)."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush()
+
+
 class CompressionStats:
     """Totals of what the gzip layer compressed (and, through ``metrics``, the ratio histogram)."""
 
