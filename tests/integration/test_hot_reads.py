@@ -6,7 +6,9 @@ administrator through it too.)"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
@@ -153,3 +155,24 @@ async def test_requests_it_does_not_take_reach_the_routes(app: SpotikApp, client
     assert (await client.post("/api/rooms", headers=account.headers, json={"name": "x"})).status_code == 201
     assert (await client.get("/api/rooms", params={"page": 1}, headers=account.headers)).status_code == 200
     assert len(kept.entries) == 0  # none of these went through the fast path
+
+
+async def test_a_kept_answer_ends_at_its_until_however_long_it_took(app: SpotikApp) -> None:
+    """``until`` is a moment: the time the answer took to work out does not lengthen its life."""
+    state = app.services
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://testserver") as client:
+        account = await register(client, f"until{uuid.uuid4().hex[:6]}")
+    until = datetime.now(UTC) + timedelta(seconds=5)
+
+    async def answer(*_: object) -> Answer:
+        await asyncio.sleep(0.5)  # a slow computation (a cold cache on a busy database)
+        return Answer(ok("Done"), (room_tag(uuid.uuid4()),), until)
+
+    async def inner(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("the fast path should have answered")
+
+    hot = HotReads(inner, state=state, routes=[HotRoute("/api/probe", answer)])
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=hot), base_url="http://testserver") as client:
+        assert (await client.get("/api/probe", headers=account.headers)).status_code == 200
+    left = state.cache.store.remaining_ttl(API_RESPONSE, f"{account.id}:/api/probe")
+    assert left is not None and left <= (until - datetime.now(UTC)).total_seconds() + 0.1

@@ -119,7 +119,6 @@ class HotReads:
             try:
                 _, user = await authenticate(session, state.tokens, token, state.reads)
                 key = f"{user.id}:{scope['path']}"
-                now = datetime.now(UTC)
                 ref = None if room is None else await find_room_ref(session, state.reads, room)
                 answer = await route.answer(state, session, user, ref)
             except ApiError:
@@ -131,8 +130,8 @@ class HotReads:
             gzipped = gzip_whole(body, gzip.level) if gzip is not None and len(body) > gzip.minimum_size else None
             if answer.tags:
                 ttl = store.namespace(API_RESPONSE).spec.ttl
-                if answer.until is not None:
-                    ttl = min(ttl, (answer.until - now).total_seconds())
+                if answer.until is not None:  # from now on, as the store counts its entries' lives
+                    ttl = min(ttl, (answer.until - datetime.now(UTC)).total_seconds())
                 if ttl > 0:
                     blob = store.encode(API_RESPONSE, [body, gzipped])
                     store.put(API_RESPONSE, key, blob, ttl=ttl, tags=answer.tags, since=since)
