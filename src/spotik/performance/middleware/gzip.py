@@ -75,10 +75,18 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return chosen is not None and chosen > 0
 
 
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib's "gzip container" window bits
+
+
 def gzip_whole(body: bytes, level: int) -> bytes:
     """``body`` as one gzip member (what the responder sends for a body that comes in one chunk)."""
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    compressor = zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
     return compressor.compress(body) + compressor.flush()
+
+
+def gzip_size(member: bytes) -> int:
+    """The uncompressed size of a single gzip member, from its trailer (ISIZE, modulo 2**32)."""
+    return int.from_bytes(member[-4:], "little")
 
 
 class CompressionStats:
@@ -263,7 +271,7 @@ class _GZipResponder:
 
     def _compress(self, body: bytes, more_body: bool) -> bytes:
         if self.compressor is None:
-            self.compressor = zlib.compressobj(self.policy.level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            self.compressor = zlib.compressobj(self.policy.level, zlib.DEFLATED, GZIP_WBITS)
         if more_body:
             return self.compressor.compress(body) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
         return self.compressor.compress(body) + self.compressor.flush()
