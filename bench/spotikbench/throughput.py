@@ -20,6 +20,7 @@ import asyncio
 import secrets
 import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -130,6 +131,20 @@ async def start(args: argparse.Namespace, stack: AsyncExitStack, workdir: Path, 
     return [ceiling, variants]
 
 
+def settle(server: ServerProcess, *, quiet_s: float = 0.2, limit_s: float = 60.0) -> None:
+    """Wait until ``server`` has worked off what the load generator left in flight: its CPU time stands still for
+    ``quiet_s``. The servers share one CPU, and a slow server (uncached, 64 clients) still owes seconds of work when
+    the load stops, which would otherwise be taken from the next server's measurement."""
+    deadline = time.monotonic() + limit_s
+    last = server.ps.cpu_times()
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = server.ps.cpu_times()
+        if (now.user + now.system) - (last.user + last.system) < quiet_s * 0.05:  # under 5 % of a CPU
+            return
+        last = now
+
+
 def drive(url: str, concurrency: int, args: argparse.Namespace, *, token: str | None, vote: bool) -> Measurement:
     headers = [f"Authorization: Bearer {token}"] if token else []
     if args.tool == "wrk":
@@ -187,6 +202,7 @@ def measure(args: argparse.Namespace, ceiling: ServerProcess, variants: list[Var
                         variant.url(endpoint), concurrency, args, token=variant.data.token, vote=endpoint == "vote"
                     )
                     record(round_number, concurrency, endpoint, variant.name, m)
+                    settle(variant.server)
             say(
                 f"[http] round {round_number}/{args.http_rounds}, {concurrency} clients: hello "
                 f"{hello.requests_per_second:,.0f} req/s; queue "
