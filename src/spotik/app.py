@@ -3,7 +3,9 @@ error handlers (see docs/architecture.md)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +28,7 @@ from spotik.genres.router import router as genres_router
 from spotik.health.router import router as health_router
 from spotik.http.cors import CORSMiddleware, cors_options
 from spotik.http.docs import router as docs_router
-from spotik.http.hot import HotReads, HotRoute
+from spotik.http.hot import HotIdRoute, HotReads, HotRoute
 from spotik.http.middleware import RequestIdMiddleware, UnhandledErrorMiddleware
 from spotik.http.openapi import configure_openapi
 from spotik.http.responses import Answer
@@ -52,6 +54,8 @@ from spotik.settings import Settings
 from spotik.state import AppState, SpotikApp
 from spotik.tracks.router import queue_answer
 from spotik.tracks.router import router as tracks_router
+
+Viewer = TypeVar("Viewer", User, uuid.UUID)
 
 
 async def _api_error(_request: Request, exc: Exception) -> Response:
@@ -121,15 +125,15 @@ def build_state(settings: Settings) -> AppState:
     return state
 
 
-def hot_routes() -> list[HotRoute]:
+def hot_routes() -> list[HotRoute | HotIdRoute]:
     """The GETs listeners poll, answered by ``spotik.http.hot`` without FastAPI's routing (the same handler code)."""
 
     def with_room(
-        answer: Callable[[AppState, AsyncSession, User, RoomRef], Awaitable[Answer]],
-    ) -> Callable[[AppState, AsyncSession, User, RoomRef | None], Awaitable[Answer]]:
-        def call(state: AppState, session: AsyncSession, user: User, room: RoomRef | None) -> Awaitable[Answer]:
+        answer: Callable[[AppState, AsyncSession, Viewer, RoomRef], Awaitable[Answer]],
+    ) -> Callable[[AppState, AsyncSession, Viewer, RoomRef | None], Awaitable[Answer]]:
+        def call(state: AppState, session: AsyncSession, viewer: Viewer, room: RoomRef | None) -> Awaitable[Answer]:
             assert room is not None  # the template has {room}
-            return answer(state, session, user, room)
+            return answer(state, session, viewer, room)
 
         return call
 
@@ -137,7 +141,7 @@ def hot_routes() -> list[HotRoute]:
         HotRoute("/api/rooms", lambda state, session, user, _: rooms_answer(state, session, user)),
         HotRoute("/api/rooms/{room}", with_room(room_answer)),
         HotRoute("/api/rooms/{room}/tracks", with_room(queue_answer)),
-        HotRoute("/api/rooms/{room}/playback/status", with_room(status_answer)),
+        HotIdRoute("/api/rooms/{room}/playback/status", with_room(status_answer)),
     ]
 
 

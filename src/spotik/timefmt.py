@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is None:  # naive: UTC already
+        return moment.isoformat(timespec="microseconds") + "Z"
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"  # without its "+00:00"
 
 
 def from_iso(text: str | None) -> datetime | None:

@@ -98,20 +98,27 @@ async def test_errors_and_revoked_tokens_go_to_fastapi(
 ) -> None:
     room, _track, admin, member = await _room(client, tmp_path)
     outsider = await register(client, f"outsider{uuid.uuid4().hex[:6]}")
-    queue = f"/api/rooms/{room}/tracks"
-    for account in (admin, member, outsider):
-        await client.get(queue, headers=account.headers)
+    queue, status = f"/api/rooms/{room}/tracks", f"/api/rooms/{room}/playback/status"
+    for account in (admin, member, outsider):  # every token's checks in the cache: the status needs no User
+        for path in (queue, status):
+            await client.get(path, headers=account.headers)
     refused = await client.get(queue, headers=outsider.headers)
     assert refused.status_code == 403
     assert refused.json() == {"error": "You must be a participant of this room to view tracks"}
-    missing = await client.get(f"/api/rooms/{uuid.uuid4()}/tracks", headers=member.headers)
-    assert missing.status_code == 404 and missing.json()["error"] == "Room not found"
+    refused = await client.get(status, headers=outsider.headers)
+    assert refused.status_code == 403 and refused.json()["error"] == "Not a participant"
+    for path in (f"/api/rooms/{uuid.uuid4()}/tracks", f"/api/rooms/{uuid.uuid4()}/playback/status"):
+        missing = await client.get(path, headers=member.headers)
+        assert missing.status_code == 404 and "Room not found" in missing.text, path
     assert (await client.get(queue)).status_code == 401
-    # a kept answer is never sent on a token that was revoked since
+    assert (await client.get(status)).status_code == 401
+    # a kept answer is never sent, nor the status worked out, on a token that was revoked since
     assert _kept(app, member, queue)
+    assert (await client.get(status, headers=member.headers)).status_code == 200
     assert (await client.post("/api/auth/logout", headers=member.headers)).status_code == 200
-    after = await client.get(queue, headers=member.headers)
-    assert after.status_code == 401 and after.json()["success"] is False
+    for path in (queue, status):
+        after = await client.get(path, headers=member.headers)
+        assert after.status_code == 401 and after.json()["success"] is False, path
 
 
 async def test_the_body_goes_gzipped_only_to_clients_that_take_gzip(client: httpx2.AsyncClient, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ or the namespace's TTL.
 from __future__ import annotations
 
 import re
+import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from spotik.auth.credentials import credentials
 from spotik.auth.models import User
 from spotik.auth.service import authenticate, cached_claims
+from spotik.auth.tokens import Claims
 from spotik.errors import ApiError
 from spotik.http.responses import Answer
 from spotik.performance.middleware.gzip import GZIP_WBITS, THREAD_MINIMUM_SIZE, gzip_size, gzip_whole
@@ -77,8 +79,17 @@ class HotRoute:
     answer: Callable[[AppState, AsyncSession, User, RoomRef | None], Awaitable[Answer]]
 
 
+@dataclass(frozen=True, slots=True)
+class HotIdRoute:
+    """A :class:`HotRoute` whose answer needs the viewer's id alone: when this process holds everything the token's
+    checks ask of the cache (:func:`~spotik.auth.service.cached_claims`), no ``User`` is built for it."""
+
+    path: str
+    answer: Callable[[AppState, AsyncSession, uuid.UUID, RoomRef | None], Awaitable[Answer]]
+
+
 class HotReads:
-    def __init__(self, app: ASGIApp, *, state: AppState, routes: Sequence[HotRoute]) -> None:
+    def __init__(self, app: ASGIApp, *, state: AppState, routes: Sequence[HotRoute | HotIdRoute]) -> None:
         self.app = app
         self.state = state
         self.routes = [(re.compile("^" + r.path.replace("{room}", "(?P<room>[^/]+)") + "$"), r) for r in routes]
@@ -104,7 +115,7 @@ class HotReads:
         await self.app(scope, receive, send)
 
     async def _answer(
-        self, scope: Scope, route: HotRoute, room: str | None
+        self, scope: Scope, route: HotRoute | HotIdRoute, room: str | None
     ) -> tuple[bytes | None, bytes | None] | None:
         """``(body, gzipped body)``, kept (then only one of them) or worked out; None to hand the request to
         FastAPI."""
@@ -114,7 +125,7 @@ class HotReads:
         state = self.state
         store = state.cache.store
         claims = cached_claims(state.tokens, state.reads, token)
-        if claims is not None:
+        if claims is not None and isinstance(route, HotRoute):
             kept = store.get(API_RESPONSE, f"{claims.user_id}:{scope['path']}")
             if kept is not None:
                 return kept[0], kept[1]
@@ -122,10 +133,7 @@ class HotReads:
             opened = SessionOnDemand(state.sessionmaker)
             session = cast(AsyncSession, opened)  # with every read a hit, it is never opened
             try:
-                _, user = await authenticate(session, state.tokens, token, state.reads)
-                key = f"{user.id}:{scope['path']}"
-                ref = None if room is None else await find_room_ref(session, state.reads, room)
-                answer = await route.answer(state, session, user, ref)
+                viewer_id, answer = await self._work_out(session, route, token, claims, room)
             except ApiError:
                 return None
             finally:
@@ -144,8 +152,26 @@ class HotReads:
                     ttl = min(ttl, (answer.until - datetime.now(UTC)).total_seconds())
                 if ttl > 0:  # the gzip alone when there is one (4-5x smaller); the rare identity client unzips it
                     blob = store.encode(API_RESPONSE, [None if gzipped else body, gzipped])
+                    key = f"{viewer_id}:{scope['path']}"
                     store.put(API_RESPONSE, key, blob, ttl=ttl, tags=answer.tags, since=since)
             return body, gzipped
+
+    async def _work_out(
+        self, session: AsyncSession, route: HotRoute | HotIdRoute, token: str, claims: Claims | None, room: str | None
+    ) -> tuple[uuid.UUID, Answer]:
+        """The viewer's id and the route's answer, in the order FastAPI's dependencies resolve."""
+        state = self.state
+        user = None
+        if isinstance(route, HotIdRoute) and claims is not None:
+            viewer_id = claims.user_id  # the token's checks all passed from the cache
+        else:
+            _, user = await authenticate(session, state.tokens, token, state.reads)
+            viewer_id = user.id
+        ref = None if room is None else await find_room_ref(session, state.reads, room)
+        if isinstance(route, HotIdRoute):
+            return viewer_id, await route.answer(state, session, viewer_id, ref)
+        assert user is not None
+        return viewer_id, await route.answer(state, session, user, ref)
 
     async def _send(self, scope: Scope, send: Send, body: bytes | None, gzipped: bytes | None) -> None:
         headers = [JSON_TYPE]

@@ -8,13 +8,13 @@ so that it comes before the body is read.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from spotik.auth.models import User
 from spotik.db.base import utcnow
 from spotik.deps import CurrentUser, RoomDep, RoomRefDep, SessionDep, StateDep
 from spotik.errors import JSONResponse
@@ -162,13 +162,13 @@ async def seek_playback(
     ),
 )
 async def playback_status(user: CurrentUser, room: RoomRefDep, session: SessionDep, state: StateDep) -> JSONResponse:
-    return (await status_answer(state, session, user, room)).response
+    return (await status_answer(state, session, user.id, room)).response
 
 
-async def status_answer(state: StateDep, session: AsyncSession, user: User, room: RoomRef) -> Answer:
-    """``GET …/playback/status`` (also served by ``spotik.http.hot``): never kept (the position and the server
-    time are worked out at each read)."""
-    member = await is_viewer(session, state.reads, room.id, user.id)
-    service.require_viewer(user, room.administrator_id, member=member)
+async def status_answer(state: StateDep, session: AsyncSession, user_id: uuid.UUID, room: RoomRef) -> Answer:
+    """``GET …/playback/status`` (also served by ``spotik.http.hot``, which needs no ``User`` for it): never kept
+    (the position and the server time are worked out at each read)."""
+    member = await is_viewer(session, state.reads, room.id, user_id)
+    service.require_viewer(user_id, room.administrator_id, member=member)
     data = await service.status(session, state.reads, room_id=room.id)
     return Answer(ok("Playback status retrieved successfully", data))

@@ -105,16 +105,15 @@ def sought_data(track: Track, position: float, sought_at: datetime, is_playing: 
     }
 
 
-def status_data(
-    state: PlaybackState, track: dict[str, Any] | None, position: float | None, now: datetime
-) -> dict[str, Any]:
-    """``track``: the current track as ``status_track`` gives it."""
+def status_data(entry: dict[str, Any], position: float | None, now: datetime) -> dict[str, Any]:
+    """``entry``: the room's cached playback (its times as ``iso`` wrote them, the track as ``status_track``
+    gives it)."""
     return {
-        "is_playing": state.is_playing,
-        "current_track": track,
+        "is_playing": entry["is_playing"],
+        "current_track": entry["track"],
         "position": position,
-        "started_at": iso(state.started_at),
-        "paused_at": iso(state.paused_at),
+        "started_at": entry["started_at"],
+        "paused_at": entry["paused_at"],
         "server_time": iso(now),
     }
 

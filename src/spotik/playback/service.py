@@ -179,8 +179,8 @@ def require_administrator(user: User, room: Room) -> None:
         raise Forbidden("Only room administrator can control playback", error="Insufficient permissions")
 
 
-def require_viewer(user: User, administrator_id: uuid.UUID, *, member: bool) -> None:
-    if administrator_id != user.id and not member:
+def require_viewer(user_id: uuid.UUID, administrator_id: uuid.UUID, *, member: bool) -> None:
+    if administrator_id != user_id and not member:
         raise Forbidden("You must be a participant of this room to view playback status", error="Not a participant")
 
 
@@ -441,7 +441,7 @@ async def status(session: AsyncSession, reads: Reads, *, room_id: uuid.UUID) -> 
     track = entry["track"]
     now = utcnow()
     position = clock.position(state, now, None if track is None else track["duration_seconds"])
-    return schemas.status_data(state, track, position, now)
+    return schemas.status_data(entry, position, now)
 
 
 async def start_if_idle(session: AsyncSession, bus: EventBus, *, room_id: uuid.UUID, track: Track) -> bool:
