@@ -11,6 +11,7 @@ import uuid
 import sqlalchemy.exc
 import structlog
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spotik.errors import error_response
@@ -97,6 +98,10 @@ class UnhandledErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            # The client went away in the middle of its body, or ``spotik serve`` cut a slow one with a 408: nobody
+            # is left to answer, and nothing went wrong here.
+            log.info("client disconnected", path=scope.get("path"), method=scope.get("method"))
         except Exception as exc:
             request_id = scope.get("state", {}).get("request_id", "")
             unavailable = is_unavailable(exc)
