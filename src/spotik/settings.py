@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     audio_storage_path: Path | None = None
     public_storage_path: Path | None = None
     max_upload_mb: int = Field(default=50, ge=1, le=10_240)
+    # Every other body: JSON and form bodies (413 past it, envelope A), and a cover's request (413, envelope B). The
+    # cover's default leaves room for a data URL of a full-size cover (4/3 of Laravel's 5120 KB rule) and the form
+    # around it, so that such bodies reach the validation rules (422, Laravel's messages).
+    max_body_kb: int = Field(default=1024, ge=1, le=1_048_576)
+    max_cover_body_kb: int = Field(default=8192, ge=1, le=1_048_576)
     # `.upload-*.part` files older than this are leftovers of a crashed process, removed when `spotik serve` starts
     # (younger ones may belong to another instance sharing the storage, uploading now).
     upload_temp_max_age: float = Field(default=3600.0, ge=0)  # s
@@ -320,6 +325,14 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_kb * 1024
+
+    @property
+    def max_cover_body_bytes(self) -> int:
+        return self.max_cover_body_kb * 1024
 
     @property
     def sqlalchemy_url(self) -> str:

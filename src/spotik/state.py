@@ -65,6 +65,11 @@ class SpotikApp(FastAPI):
         self.services = services
         self.websocket_gateway = websocket_gateway
 
+    @property
+    def max_body_bytes(self) -> int:
+        """``MAX_BODY_KB``, for ``spotik.http.input``."""
+        return self.services.settings.max_body_bytes
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == "/ws":
             await self.websocket_gateway(scope, receive, send)

@@ -13,9 +13,14 @@ import httpx2
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from starlette.types import Message
+from structlog.testing import capture_logs
 
 from spotik.app import create_app
 from spotik.settings import Settings
+from spotik.state import SpotikApp
+from tests.helpers import register
+from tests.integration.tracks_helpers import create_room
 from tests.openapi_contract import contract_hooks
 
 ISO_MICROS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -86,6 +91,34 @@ async def test_unexpected_errors_are_a_500_with_a_request_id_and_no_trace(failin
     assert body["request_id"] == response.headers["x-request-id"] and len(body["request_id"]) == 32
     assert "secret internal detail" not in response.text and "Traceback" not in response.text
     assert response.headers["access-control-allow-origin"] == "http://127.0.0.1:3000"
+
+
+async def test_a_client_gone_mid_body_is_no_error(app: SpotikApp) -> None:
+    """A client that goes away while sending its body (or is cut with a 408 by ``spotik serve``) is logged as such,
+    not as an unhandled error with its traceback, and is sent nothing."""
+    arriving: list[Message] = [
+        {"type": "http.request", "body": b'{"email": "a', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return arriving.pop(0) if arriving else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = [(b"host", b"testserver"), (b"content-type", b"application/json"), (b"content-length", b"100")]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/api/auth/login", "raw_path": b"/api/auth/login", "root_path": "", "query_string": b"",
+        "headers": headers, "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+    }  # fmt: skip
+    with capture_logs() as logs:
+        await app(scope, receive, send)
+    assert [entry["event"] for entry in logs if entry["log_level"] in ("error", "critical")] == []
+    assert any(entry["event"] == "client disconnected" for entry in logs), logs
+    assert sent == []
 
 
 async def test_request_id_is_echoed_when_sane_and_replaced_when_not(client: httpx2.AsyncClient) -> None:
@@ -200,3 +233,29 @@ async def test_the_docs_page_brings_a_policy_that_lets_its_own_script_run(client
     bundle = re.search(r'<script src="([^"]+)"', response.text)
     assert bundle is not None and bundle.group(1).startswith(tuple(policy["script-src"].split()))
     assert "/openapi.json" in inline[0] and policy["connect-src"] == "'self'"
+
+
+async def test_the_body_limits_are_settings(settings: Settings) -> None:
+    """``MAX_BODY_KB`` holds for JSON bodies, the operator actions' typed bodies included, and ``MAX_COVER_BODY_KB``
+    for a cover's request, each on its own: a body just over its limit is a 413, one just under is read."""
+    app = create_app(settings.model_copy(update={"max_body_kb": 2, "max_cover_body_kb": 4}))
+    async with (
+        LifespanManager(app),
+        httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://testserver") as client,
+    ):
+        admin = await register(client, "limits")
+        room = await create_room(client, admin)
+
+        def sized(size: int) -> dict[str, str]:  # a JSON object of about ``size`` bytes
+            return {"name": "limits", "description": "x" * (size - 40)}
+
+        over = await client.post("/api/rooms", json=sized(2200), headers=admin.headers)
+        assert over.status_code == 413 and over.json()["success"] is False
+        assert (await client.post("/api/rooms", json=sized(1900), headers=admin.headers)).status_code in (201, 422)
+        action = await client.post("/api/performance/cache/clear", json=sized(2200), headers=admin.headers)
+        assert action.status_code == 413
+        cover = f"/api/rooms/{room}/cover"
+        over = await client.post(cover, json={"cover_data": "x" * 4200}, headers=admin.headers)
+        assert over.status_code == 413 and over.json() == {"error": "File too large"}
+        under = await client.post(cover, json={"cover_data": "x" * 3000}, headers=admin.headers)
+        assert under.status_code == 422  # read (over MAX_BODY_KB, under the cover's own), then refused as no image

@@ -34,9 +34,6 @@ from spotik.tracks.streaming import audio_file_response
 
 router = APIRouter(tags=["covers"])
 
-# Room for a data URL of a full-size cover (4/3 of 5 MB) and the form around it. Bodies up to this size reach the
-# validation rules (422, Laravel's messages); larger ones are cut off while they are received (413).
-COVER_BODY_LIMIT = 8 * 1024 * 1024
 COVER_CACHE_CONTROL = "public, max-age=3600"
 
 
@@ -87,21 +84,22 @@ def _file_too_large() -> PayloadTooLarge:
     return PayloadTooLarge("File too large", envelope=Envelope.B)
 
 
-async def read_cover_input(request: Request) -> service.CoverInput:
+async def read_cover_input(request: Request, limit: int) -> service.CoverInput:
+    """The cover's input from a body of at most ``limit`` bytes (``MAX_COVER_BODY_KB``)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > COVER_BODY_LIMIT:
+    if declared.isdigit() and int(declared) > limit:
         raise _file_too_large()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     multipart = content_type == "multipart/form-data"
     closing = _closing_delimiter(request.headers.get("content-type", "")) if multipart else None
-    body_limit = _BodyLimit(request, COVER_BODY_LIMIT, closing)
+    body_limit = _BodyLimit(request, limit, closing)
     limited = Request(request.scope, body_limit.receive)
     try:
         if not multipart:
-            data = await read_input(limited, limit=COVER_BODY_LIMIT)
+            data = await read_input(limited, limit=limit)
             sent = data.get("cover_image") not in (None, "")  # JSON cannot carry a file: sent means "not a file"
             return service.CoverInput(image_sent=sent, image=None, cover_data=data.get("cover_data"))
-        form = await limited.form(max_files=4, max_fields=32, max_part_size=COVER_BODY_LIMIT)
+        form = await limited.form(max_files=4, max_fields=32, max_part_size=limit)
         try:
             # The first of several files counts, as for track uploads (Starlette's ``get`` would return the last).
             images = form.getlist("cover_image")
@@ -142,7 +140,7 @@ async def read_cover_input(request: Request) -> service.CoverInput:
         UNAUTHENTICATED,
         {403: error("Only the room's administrator may change its cover (envelope B).", ErrorB)},
         ROOM_NOT_FOUND,
-        {413: error("The body is larger than 8 MiB (envelope B).", ErrorB)},
+        {413: error("The body is larger than `MAX_COVER_BODY_KB` (8 MiB by default) (envelope B).", ErrorB)},
         INVALID_B,
         {500: error("The cover could not be stored (envelope B).", ErrorB)},
         {507: error("No space left in the storage for the cover (envelope B).", ErrorB)},
@@ -155,7 +153,7 @@ async def read_cover_input(request: Request) -> service.CoverInput:
 )
 async def upload_room_cover(user: CurrentUser, room: RoomDep, request: Request, state: StateDep) -> JSONResponse:
     service.ensure_can_update_cover(room, user)
-    cover = await read_cover_input(request)
+    cover = await read_cover_input(request, state.settings.max_cover_body_bytes)
     url = await service.update_room_cover(state.events, state.settings.public_root, room=room, user=user, cover=cover)
     return bare({"message": "Room cover updated successfully", "cover_url": url})
 

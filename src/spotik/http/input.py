@@ -1,7 +1,8 @@
 """Reading request input the way Laravel's ``$request->all()`` does: JSON or form body, bounded in size.
 
 Every body is counted while it streams in and refused past ``limit`` (413), whether or not a ``Content-Length`` was
-sent. Text the database cannot store is not refused here but kept recognisable, so that validation names the field
+sent; the limit is the app's ``MAX_BODY_KB`` unless the route gives its own. Text the database cannot store is not
+refused here but kept recognisable, so that validation names the field
 (``spotik.validation.storable``): a JSON escape of a lone surrogate (``"\\ud800"``) stays a lone surrogate, and the
 bytes of a form value that are not UTF-8 are decoded with ``surrogateescape`` (each becomes a lone surrogate).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol, runtime_checkable
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -22,12 +23,28 @@ from starlette.responses import Response
 
 from spotik.errors import ApiError, PayloadTooLarge
 
-MAX_FORM_BODY = 1024 * 1024  # JSON and form bodies; uploads have their own limit
+
+@runtime_checkable
+class LimitsBodies(Protocol):
+    """The app (``SpotikApp``; spotik.state is above this module): the largest JSON or form body it reads."""
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
+
 # The range of numbers orjson reads as integers; a longer integer becomes a float, as orjson does.
 _INTEGER_RANGE = range(-(2**63), 2**64)
 
 
-async def read_input(request: Request, *, limit: int = MAX_FORM_BODY) -> dict[str, Any]:
+def body_limit(request: Request) -> int:
+    """The largest JSON or form body the app serving ``request`` reads (``MAX_BODY_KB``)."""
+    app = request.app
+    if not isinstance(app, LimitsBodies):  # a route mounted in some other app: a programming error
+        raise TypeError("Spotik's routes run inside the app built by spotik.app.create_app")
+    return app.max_body_bytes
+
+
+async def read_input(request: Request, *, limit: int | None = None) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await read_body(request, limit=limit)
     if content_type == "application/x-www-form-urlencoded":
@@ -42,8 +59,11 @@ async def read_input(request: Request, *, limit: int = MAX_FORM_BODY) -> dict[st
     return data
 
 
-async def read_body(request: Request, *, limit: int = MAX_FORM_BODY) -> bytes:
-    """The whole body, or a 413 as soon as it is known to exceed ``limit`` (declared, or counted as it arrives)."""
+async def read_body(request: Request, *, limit: int | None = None) -> bytes:
+    """The whole body, or a 413 as soon as it is known to exceed ``limit`` (declared, or counted as it arrives;
+    :func:`body_limit` by default)."""
+    if limit is None:
+        limit = body_limit(request)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         _too_large()
@@ -57,7 +77,7 @@ async def read_body(request: Request, *, limit: int = MAX_FORM_BODY) -> bytes:
 
 class BoundedBodyRoute(APIRoute):
     """A route whose JSON body FastAPI parses itself (a typed ``Body()`` parameter): the body is read first, within
-    ``MAX_FORM_BODY`` (413 past it, counted while it streams), then parsed with :func:`parse_json`'s rules (a body
+    ``MAX_BODY_KB`` (413 past it, counted while it streams), then parsed with :func:`parse_json`'s rules (a body
     that is not JSON, NaN and Infinity included, is a 400) instead of FastAPI's unbounded read."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

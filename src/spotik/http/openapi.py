@@ -214,7 +214,7 @@ UNAUTHENTICATED: Responses = {
 ROOM_NOT_FOUND: Responses = {404: error("No room has this id (envelope A).")}
 BAD_INPUT: Responses = {
     400: error("The body is not valid JSON, or not a JSON object (envelope A)."),
-    413: error("The body is larger than 1 MiB (envelope A)."),
+    413: error("The body is larger than `MAX_BODY_KB` (1 MiB by default) (envelope A)."),
 }
 INVALID_A: Responses = {422: error("Validation failed: Laravel's messages by field (envelope A).", ValidationErrorA)}
 INVALID_B: Responses = {422: error("Validation failed: Laravel's messages by field (envelope B).", ValidationErrorB)}

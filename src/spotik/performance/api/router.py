@@ -66,7 +66,7 @@ OPERATOR_ACTION = responses(
     {403: error("Not a performance operator (PERFORMANCE_ADMINS) (envelope A).")},
     {400: error("The body is not valid JSON (envelope A).", ErrorA)},
     {400: error("An unknown type.", InvalidType)},
-    {413: error("The body is larger than 1 MiB (envelope A).", ErrorA)},
+    {413: error("The body is larger than `MAX_BODY_KB` (1 MiB by default) (envelope A).", ErrorA)},
     {422: error("The body does not match its schema (envelope A).", ValidationErrorA)},
 )
 
