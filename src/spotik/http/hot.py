@@ -125,7 +125,7 @@ class HotReads:
         state = self.state
         store = state.cache.store
         claims = cached_claims(state.tokens, state.reads, token)
-        if claims is not None and isinstance(route, HotRoute):
+        if claims is not None:
             kept = store.get(API_RESPONSE, f"{claims.user_id}:{scope['path']}")
             if kept is not None:
                 return kept[0], kept[1]
