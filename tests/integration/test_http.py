@@ -93,9 +93,10 @@ async def test_unexpected_errors_are_a_500_with_a_request_id_and_no_trace(failin
     assert response.headers["access-control-allow-origin"] == "http://127.0.0.1:3000"
 
 
-async def test_a_client_gone_mid_body_is_no_error(app: SpotikApp) -> None:
+async def test_a_client_gone_mid_body_is_a_400_not_an_error(app: SpotikApp) -> None:
     """A client that goes away while sending its body (or is cut with a 408 by ``spotik serve``) is logged as such,
-    not as an unhandled error with its traceback, and is sent nothing."""
+    not as an unhandled error with its traceback, and its request counts as a 400 (as an interrupted upload does),
+    not a 500."""
     arriving: list[Message] = [
         {"type": "http.request", "body": b'{"email": "a', "more_body": True},
         {"type": "http.disconnect"},
@@ -118,7 +119,10 @@ async def test_a_client_gone_mid_body_is_no_error(app: SpotikApp) -> None:
         await app(scope, receive, send)
     assert [entry["event"] for entry in logs if entry["log_level"] in ("error", "critical")] == []
     assert any(entry["event"] == "client disconnected" for entry in logs), logs
-    assert sent == []
+    assert [message["status"] for message in sent if message["type"] == "http.response.start"] == [400]
+    family = next(app.services.monitoring.metrics.http_request_duration.collect())
+    counted = {s.labels["status"]: s.value for s in family.samples if s.name.endswith("_count")}
+    assert counted == {"400": 1.0}
 
 
 async def test_request_id_is_echoed_when_sane_and_replaced_when_not(client: httpx2.AsyncClient) -> None:

@@ -99,9 +99,11 @@ class UnhandledErrorMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except ClientDisconnect:
-            # The client went away in the middle of its body, or ``spotik serve`` cut a slow one with a 408: nobody
-            # is left to answer, and nothing went wrong here.
+            # The client went away in the middle of its body, or ``spotik serve`` cut a slow one with a 408: nothing
+            # went wrong here. The 400 reaches nobody; it is what the metrics count, as for an interrupted upload.
             log.info("client disconnected", path=scope.get("path"), method=scope.get("method"))
+            if not started:
+                await error_response(400, "The request was interrupted", "Request interrupted")(scope, receive, send)
         except Exception as exc:
             request_id = scope.get("state", {}).get("request_id", "")
             unavailable = is_unavailable(exc)
